@@ -8,6 +8,7 @@ one start-up error (DEVELOPERS.md: "one message listing every bad key").
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from collections.abc import Mapping
@@ -87,29 +88,29 @@ class Reader:
     each missing or malformed key with its value.
     """
 
-    def __init__(self, data: Mapping[str, str], source: str = "environment") -> None:
+    def __init__(self, data: Mapping[builtins.str, builtins.str], source: builtins.str = "environment") -> None:
         self.data = data
         self.source = source
-        self.problems: list[str] = []
+        self.problems: list[builtins.str] = []
 
-    def _raw(self, key: str, required: bool) -> str | None:
+    def _raw(self, key: builtins.str, required: builtins.bool) -> builtins.str | None:
         value = self.data.get(key)
         if value is None and required:
             self.problems.append(f"{key} is required but not set")
         return value
 
-    def str(self, key: str, default: str = "", required: bool = False) -> str:
+    def str(self, key: builtins.str, default: builtins.str = "", required: builtins.bool = False) -> builtins.str:
         value = self._raw(key, required)
         return default if value is None else value
 
     def int(
         self,
-        key: str,
-        default: int = 0,
-        required: bool = False,
-        minimum: int | None = None,
-        maximum: int | None = None,
-    ) -> int:
+        key: builtins.str,
+        default: builtins.int = 0,
+        required: builtins.bool = False,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         value = self._raw(key, required)
         if value is None or (value == "" and not required):
             return default
@@ -122,12 +123,12 @@ class Reader:
 
     def float(
         self,
-        key: str,
-        default: float = 0.0,
-        required: bool = False,
-        minimum: float | None = None,
-        maximum: float | None = None,
-    ) -> float:
+        key: builtins.str,
+        default: builtins.float = 0.0,
+        required: builtins.bool = False,
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         value = self._raw(key, required)
         if value is None or (value == "" and not required):
             return default
@@ -141,7 +142,7 @@ class Reader:
             return default
         return self._bounded(key, value, parsed, minimum, maximum, default)
 
-    def bool(self, key: str, default: bool = False, required: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool = False, required: builtins.bool = False) -> builtins.bool:
         value = self._raw(key, required)
         if value is None or (value == "" and not required):
             return default
@@ -153,12 +154,12 @@ class Reader:
 
     def duration(
         self,
-        key: str,
-        default: float,
-        required: bool = False,
-        minimum: float | None = None,
-        maximum: float | None = None,
-    ) -> float:
+        key: builtins.str,
+        default: builtins.float,
+        required: builtins.bool = False,
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         """A Go duration string, returned in seconds."""
         value = self._raw(key, required)
         if value is None or (value == "" and not required):
@@ -170,15 +171,15 @@ class Reader:
             return default
         return self._bounded(key, value, parsed, minimum, maximum, default)
 
-    def port(self, key: str, default: int = 0, required: bool = False) -> int:
+    def port(self, key: builtins.str, default: builtins.int = 0, required: builtins.bool = False) -> builtins.int:
         return self.int(key, default, required, minimum=0, maximum=65535)
 
-    def fail(self, key: str, message: str) -> None:
+    def fail(self, key: builtins.str, message: builtins.str) -> None:
         """Records a problem found by a caller-side check (cross-field rules)."""
         self.problems.append(f"{key}: {message}")
 
     def _bounded(
-        self, key: str, raw: str, value: _N, minimum: _N | None, maximum: _N | None, default: _N
+        self, key: builtins.str, raw: builtins.str, value: _N, minimum: _N | None, maximum: _N | None, default: _N
     ) -> _N:
         if minimum is not None and value < minimum:
             self.problems.append(f"{key}={raw!r} must be at least {minimum}")

@@ -1,0 +1,185 @@
+"""`sluice-queue-proxy` / `python -m proxy`: parses the environment and wires the
+queue-proxy's listeners (CONTRACT.md §2). No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+
+from sluice.config import ConfigError
+from sluice.http.client import UpstreamPool
+from sluice.http.server import HttpServer
+from sluice.logs import configure_logging, level_from_knative
+from sluice.wire import Stat, encode_stat
+
+from .config import QueueProxyConfig
+from .drain import Drainer
+from .handler import WATCHED_HEADERS, QueueProxy
+from .readiness import ReadinessProber, parse_readiness_probes
+from .servers import AdminHandler, StatsHandler
+
+log = logging.getLogger("queueproxy")
+
+# How long after a preStop `/wait-for-drain` without SIGTERM the drain is undone (§2.11).
+_DRAIN_RESET_AFTER = 1.0
+_STATS_PERIOD = 1.0
+
+
+class QueueProxyProcess:
+    def __init__(self, cfg: QueueProxyConfig, prober: ReadinessProber | None) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        self.drainer = Drainer(cfg.drain_quiet_period)
+        cc = cfg.container_concurrency
+        # Idle keep-alive pool size = cc, or 1000 when unlimited (§2.6).
+        self.pool = UpstreamPool("127.0.0.1", cfg.user_port, max_idle=cc if cc > 0 else 1000)
+        self.handler = QueueProxy(
+            self.pool,
+            cc,
+            timeout=float(cfg.revision_timeout_seconds),
+            response_start_timeout=float(cfg.revision_response_start_timeout_seconds),
+            idle_timeout=float(cfg.revision_idle_timeout_seconds),
+            drainer=self.drainer,
+            readiness=prober,
+        )
+        self.main_server = HttpServer(self.handler, watch=WATCHED_HEADERS)
+        self.stats = StatsHandler()
+        self.stats.body = encode_stat(Stat(pod_name=cfg.serving_pod))  # before the first tick
+        self.stats_server = HttpServer(self.stats)
+        self.admin_server = HttpServer(AdminHandler(self.wait_for_drain))
+        self.sigterm = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        host = cfg.bind_host or None
+        await self.main_server.listen(host, cfg.queue_serving_port)
+        tls = self._tls_context()
+        if tls is not None:
+            await self.main_server.listen(host, cfg.queue_serving_tls_port, ssl=tls)
+        await self.admin_server.listen(host, cfg.admin_port)
+        await self.stats_server.listen(host, cfg.metrics_port)
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_at(loop.time() + _STATS_PERIOD, self._tick)
+        log.info(
+            "queue-proxy serving",
+            extra={"fields": {"port": cfg.queue_serving_port, "tls": tls is not None,
+                              "containerConcurrency": cfg.container_concurrency}},
+        )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        # TLS only when both files exist at start (§2.3).
+        cert = Path(self.cfg.cert_dir) / "tls.crt"
+        key = Path(self.cfg.cert_dir) / "tls.key"
+        if not (cert.is_file() and key.is_file()):
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        versions = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+        ctx.minimum_version = versions.get(self.cfg.tls_min_version, ssl.TLSVersion.TLSv1_3)
+        if self.cfg.tls_max_version:
+            ctx.maximum_version = versions[self.cfg.tls_max_version]
+        ctx.load_cert_chain(str(cert), str(key))
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    def _tick(self) -> None:
+        # A fixed 1 s cadence from process start, like Go's ticker (§2.9).
+        loop = asyncio.get_running_loop()
+        assert self._tick_handle is not None
+        self._tick_handle = loop.call_at(self._tick_handle.when() + _STATS_PERIOD, self._tick)
+        avg_c, avg_p, reqs, proxied = self.handler.report()
+        self.stats.body = encode_stat(
+            Stat(
+                pod_name=self.cfg.serving_pod,
+                average_concurrent_requests=avg_c,
+                average_proxied_concurrent_requests=avg_p,
+                request_count=reqs,
+                proxied_request_count=proxied,
+                process_uptime=time.monotonic() - self.started,
+            )
+        )
+
+    async def wait_for_drain(self) -> None:
+        """preStop: drain; if SIGTERM does not follow within 1 s (a container restart,
+        not a pod deletion), undo the drain so serving resumes (§2.11)."""
+        loop = asyncio.get_running_loop()
+
+        def maybe_reset() -> None:
+            if not self.sigterm.is_set():
+                log.info("no SIGTERM after wait-for-drain; resuming normal serving")
+                self.drainer.reset()
+
+        loop.call_later(_DRAIN_RESET_AFTER, maybe_reset)
+        await self.drainer.drain()
+
+    async def shutdown(self) -> None:
+        """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait up to
+        60 s for in-flight requests including websockets, then exit 0."""
+        log.info("received TERM signal, draining")
+        await self.drainer.drain()
+        log.info("drained; shutting down servers")
+        await self.main_server.shutdown()
+        if not await self.handler.wait_idle(self.cfg.shutdown_in_flight_timeout):
+            log.warning(
+                "in-flight requests remain after the shutdown grace",
+                extra={"fields": {"inFlight": self.handler.in_flight}},
+            )
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        await self.admin_server.shutdown(timeout=1.0)
+        await self.stats_server.shutdown(timeout=1.0)
+        self.pool.close()
+        self.stopped.set()
+
+
+async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None) -> int:
+    proc = QueueProxyProcess(cfg, prober)
+    try:
+        await proc.start()
+    except OSError as exc:
+        log.error(f"failed to start a listener: {exc}")
+        return 1
+    loop = asyncio.get_running_loop()
+    shutdown_tasks: list[asyncio.Task[None]] = []
+
+    def on_term() -> None:
+        if not proc.sigterm.is_set():
+            proc.sigterm.set()
+            shutdown_tasks.append(loop.create_task(proc.shutdown()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_term)
+    await proc.stopped.wait()
+    log.info("queue-proxy stopped")
+    return 0
+
+
+def main() -> None:
+    try:
+        cfg = QueueProxyConfig.from_env(os.environ)
+        probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
+    except (ConfigError, ValueError) as exc:
+        print(f"sluice-queue-proxy: {exc}", file=sys.stderr)
+        sys.exit(1)
+    configure_logging(
+        "queueproxy",
+        level_from_knative(cfg.serving_logging_level, cfg.serving_logging_config),
+        {"knative.dev/key": cfg.log_key, "knative.dev/pod": cfg.serving_pod},
+    )
+    prober = ReadinessProber(probes) if probes else None
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
+        sys.exit(asyncio.run(serve(cfg, prober)))
+    sys.exit(uvloop.run(serve(cfg, prober)))
+
+
+if __name__ == "__main__":
+    main()

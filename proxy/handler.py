@@ -1,0 +1,373 @@
+"""The queue-proxy's main handler (CONTRACT.md §2.4), outermost first:
+
+probe answering and drain tracking (§1.3, §2.11) → in-flight tracking → the
+timeout handler (§2.8) → the Forwarded shim (§2.6) → stats and breaker (§2.9,
+§2.7) → the reverse proxy to the user container (§2.6).
+
+Every request is a `_Request` driven by callbacks: admission, the breaker grant,
+the upstream response and the timers all call into it; nothing awaits on the fast
+path, so a request costs no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sluice.breaker import Breaker, Ticket
+from sluice.http.client import UpstreamPool
+from sluice.http.deadlines import DeadlineScanner
+from sluice.http.forward import Forwarder, build_request_head
+from sluice.http.server import Exchange
+
+from .drain import Drainer
+from .stats import RequestStats
+
+__all__ = ["WATCHED_HEADERS", "QueueProxy", "Readiness", "RequestObserver", "forwarded_shim"]
+
+log = logging.getLogger("queueproxy")
+
+KUBE_PROBE_UA = b"kube-probe/"
+ACTIVATOR_PROBE_UA = b"Knative-Activator-Probe"
+AUTOSCALING_PROBE_UA = b"Knative-Autoscaling-Probe"
+_HEALTH_UAS = (KUBE_PROBE_UA, ACTIVATOR_PROBE_UA, AUTOSCALING_PROBE_UA)
+
+# Header values the handler reads, collected while parsing (no per-request scan).
+WATCHED_HEADERS = frozenset(
+    {
+        b"user-agent",
+        b"k-network-probe",
+        b"k-network-hash",
+        b"k-kubelet-probe",
+        b"k-proxy-request",
+        b"k-original-host",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+
+# Stripped before forwarding (§2.6); Host is rebuilt from K-Original-Host.
+_DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-original-host"})
+
+TIMEOUT_BODY = b"request timeout"
+
+
+class Readiness(Protocol):
+    async def check(self) -> bool: ...
+
+
+class RequestObserver(Protocol):
+    """Per-request hooks for metrics and request logs (kept off the proxy's core)."""
+
+    def on_request_done(self, ex: Exchange, latency: float, queue_wait: float, queue_depth: int) -> None: ...
+
+
+def forwarded_shim(xff: bytes, xfp: bytes, xfh: bytes) -> bytes:
+    """Go's ForwardedShimHandler: a `Forwarded` value from X-Forwarded-* (§2.6)."""
+    nodes = []
+    for node in xff.split(b","):
+        node = node.strip()
+        if b":" in node:
+            node = b'"[' + node + b']"'
+        nodes.append(node)
+    pairs = []
+    if xff:
+        pairs.append(b"for=" + nodes[0])
+    if xfh:
+        pairs.append(b"host=" + xfh)
+    if xfp:
+        pairs.append(b"proto=" + xfp)
+    elements = [b";".join(pairs)]
+    elements += [b"for=" + node for node in nodes[1:]]
+    return b", ".join(elements)
+
+
+class QueueProxy:
+    """Callable handler for the serving port's HttpServer."""
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        container_concurrency: int,
+        timeout: float,
+        response_start_timeout: float,
+        idle_timeout: float,
+        drainer: Drainer,
+        readiness: Readiness | None,
+        observer: RequestObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        cc = container_concurrency
+        # cc = 0 means no breaker at all: unlimited, no queue (§2.7).
+        self.breaker: Breaker | None = Breaker(cc, 10 * cc) if cc > 0 else None
+        self.timeout = timeout
+        self.response_start_timeout = response_start_timeout
+        self.idle_timeout = idle_timeout
+        self.drainer = drainer
+        self.readiness = readiness
+        self.observer = observer
+        self.clock = clock
+        self.stats = RequestStats(clock())
+        self.deadlines = DeadlineScanner(clock)
+        self.has_timeouts = timeout > 0 or response_start_timeout > 0 or idle_timeout > 0
+        self.in_flight = 0  # every accepted non-probe request, hijacked ones included
+        self.probe_tasks: set[asyncio.Task[None]] = set()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    # ---- entry --------------------------------------------------------------
+
+    def __call__(self, ex: Exchange) -> None:
+        watched = ex.watched
+        ua = watched.get(b"user-agent", b"")
+        network_probe = watched.get(b"k-network-probe")
+        if ua.startswith(_HEALTH_UAS):
+            self._health_check(ex, network_probe)
+            return
+        if network_probe == b"probe":
+            self._network_probe(ex)
+            return
+        self.drainer.touch()
+        _Request(self, ex).begin()
+
+    # ---- probes (§1.3) ------------------------------------------------------
+
+    def _health_check(self, ex: Exchange, network_probe: bytes | None) -> None:
+        if self.drainer.draining:
+            ex.respond_error(503, "shutting down")
+            return
+        if network_probe != b"queue":
+            value = (network_probe or b"").decode("latin-1")
+            ex.respond_error(400, f"unexpected probe header value: {value}")
+            return
+        if self.readiness is None:
+            ex.respond_text(200, b"queue")
+            return
+        task = asyncio.get_running_loop().create_task(self._answer_readiness(ex, self.readiness))
+        self.probe_tasks.add(task)
+        task.add_done_callback(self.probe_tasks.discard)
+
+    async def _answer_readiness(self, ex: Exchange, readiness: Readiness) -> None:
+        try:
+            ready = await readiness.check()
+        except Exception:
+            log.exception("readiness check failed")
+            ready = False
+        if ex.aborted:
+            return
+        if self.drainer.draining:
+            ex.respond_error(503, "shutting down")
+        elif ready:
+            ex.respond_text(200, b"queue")
+        else:
+            ex.respond_text(503, b"")
+
+    def _network_probe(self, ex: Exchange) -> None:
+        if self.drainer.draining:
+            ex.respond_error(503, "shutting down")
+            return
+        digest = ex.watched.get(b"k-network-hash")
+        if not digest:
+            ex.respond_error(400, 'a probe request must contain a non-empty "K-Network-Hash" header')
+            return
+        ex.respond_text(200, b"", extra=((b"K-Network-Hash", digest),))
+
+    # ---- in-flight accounting (shutdown waits on it) ------------------------
+
+    def _request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Waits until no request is in flight (websockets included); False on timeout."""
+        if self.in_flight == 0:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return self.in_flight == 0
+        return True
+
+    def report(self) -> tuple[float, float, float, float]:
+        r = self.stats.report(self.clock())
+        return (
+            r.average_concurrency,
+            r.average_proxied_concurrency,
+            r.request_count,
+            r.proxied_request_count,
+        )
+
+
+class _Request:
+    """One proxied request through the timeout handler, breaker and reverse proxy."""
+
+    __slots__ = (
+        "counted",
+        "done",
+        "ex",
+        "forwarder",
+        "granted_at",
+        "proxied",
+        "qp",
+        "queue_depth",
+        "start",
+        "ticket",
+        "timed_out",
+    )
+
+    def __init__(self, qp: QueueProxy, ex: Exchange) -> None:
+        self.qp = qp
+        self.ex = ex
+        self.proxied = ex.watched.get(b"k-proxy-request") == b"activator"
+        self.ticket: Ticket | None = None
+        self.forwarder: Forwarder | None = None
+        self.done = False
+        self.timed_out = False
+        self.counted = False
+        self.start = 0.0
+        self.granted_at = 0.0
+        self.queue_depth = 0
+
+    def begin(self) -> None:
+        qp = self.qp
+        ex = self.ex
+        qp.in_flight += 1
+        now = qp.clock()
+        self.start = now
+        ex.on_abort = self._client_gone
+        if qp.has_timeouts:
+            qp.deadlines.add(self)
+        # Kubelet-like requests that get this far skip stats and the breaker (§2.6).
+        if b"k-kubelet-probe" in ex.watched:
+            self.granted_at = now
+            self._forward()
+            return
+        qp.stats.request_in(now, self.proxied)
+        self.counted = True
+        breaker = qp.breaker
+        if breaker is None:
+            self.granted_at = now
+            self._forward()
+            return
+        self.queue_depth = breaker.admitted
+        ticket = breaker.reserve(self._granted)
+        if ticket is None:
+            self.ex.respond_error(503, "pending request queue full")
+            self._finish()
+            return
+        self.ticket = ticket
+        if ticket.granted:
+            self.granted_at = now
+            self._forward()
+
+    def _granted(self) -> None:
+        if self.done:
+            return
+        self.granted_at = self.qp.clock()
+        try:
+            self._forward()
+        except Exception:
+            log.exception("forwarding a queued request failed")
+            self.ex.respond_error(500, "internal error")
+            self._finish()
+
+    def _forward(self) -> None:
+        ex = self.ex
+        watched = ex.watched
+        extra = []
+        xff = watched.get(b"x-forwarded-for")
+        if b"forwarded" not in watched:
+            xfp = watched.get(b"x-forwarded-proto", b"")
+            xfh = watched.get(b"x-forwarded-host", b"")
+            if xff or xfp or xfh:
+                # Go reads the first X-Forwarded-For line here (Header.Get).
+                first_xff = ex.header(b"x-forwarded-for") or b""
+                extra.append(b"Forwarded: " + forwarded_shim(first_xff, xfp, xfh) + b"\r\n")
+        client = ex.client_ip
+        if client:
+            xff = xff + b", " + client if xff else client
+        if xff:
+            extra.append(b"X-Forwarded-For: " + xff + b"\r\n")
+        head = build_request_head(ex, watched.get(b"k-original-host"), _DROP, b"".join(extra))
+        self.forwarder = Forwarder(ex, self.qp.pool, head, self._forwarded)
+        self.forwarder.start()
+
+    def _forwarded(self, _forwarder: Forwarder) -> None:
+        self._finish()
+
+    def _client_gone(self) -> None:
+        # A client-cancelled request writes nothing (§2.6); it frees its slot now.
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+        self._finish()
+
+    # ---- timeouts (§2.8) ----------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        """Called by the shared DeadlineScanner while this request is active."""
+        if self.done:
+            return
+        qp = self.qp
+        ex = self.ex
+        elapsed = now - self.start
+        if qp.timeout > 0 and elapsed >= qp.timeout:
+            self._timeout()
+        elif ex.status == 101:
+            # An established tunnel: the 101 was the first write, and tunnelled bytes
+            # are not response writes, so only the total timeout applies from here.
+            return
+        elif qp.response_start_timeout > 0 and not ex.response_started and elapsed >= qp.response_start_timeout:
+            self._timeout()
+        elif qp.idle_timeout > 0:
+            # Before the first write, "last write" is infinitely old: the idle timer
+            # then acts as a start timeout too (§2.8).
+            last = ex.last_write if ex.response_started else self.start
+            if now - last >= qp.idle_timeout:
+                self._timeout()
+
+    def _timeout(self) -> None:
+        self.timed_out = True
+        ex = self.ex
+        forwarder, self.forwarder = self.forwarder, None
+        if forwarder is not None:
+            forwarder.on_finish = _ignore
+            forwarder.cancel()
+        if ex.response_started:
+            ex.terminate_with(TIMEOUT_BODY)
+        else:
+            ex.respond_text(504, TIMEOUT_BODY)
+        self._finish()
+
+    # ---- completion ---------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        qp = self.qp
+        qp.deadlines.discard(self)
+        now = qp.clock()
+        if self.counted:
+            qp.stats.request_out(now, self.proxied)
+        if self.ticket is not None and qp.breaker is not None:
+            qp.breaker.release(self.ticket)
+        self.ex.on_abort = None
+        qp._request_finished()
+        if qp.observer is not None:
+            wait = (self.granted_at or now) - self.start
+            qp.observer.on_request_done(self.ex, now - self.start, wait, self.queue_depth)
+
+
+def _ignore(_forwarder: Forwarder) -> None:
+    return None

@@ -1,0 +1,397 @@
+"""HTTP/1.1 client side: pooled keep-alive connections to one upstream.
+
+An `UpstreamConnection` carries one request at a time (no upstream pipelining)
+and reports the response to a `ResponseSink` through callbacks, so the proxy
+glue can relay bytes without a task or a queue in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+from typing import Any, Protocol, cast
+
+import httptools
+
+from .headers import Header
+
+__all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool"]
+
+# Response body framings, as learnt from the response head.
+_FRAMING_LENGTH = 0
+_FRAMING_CHUNKED = 1
+_FRAMING_EOF = 2
+_FRAMING_NONE = 3
+
+
+class ResponseSink(Protocol):
+    def on_interim(self, status: int, headers: list[Header]) -> None: ...
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[Header], content_length: int | None, chunked: bool
+    ) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self, trailers: list[Header]) -> None: ...
+    def on_upstream_error(self, exc: BaseException) -> None: ...
+    def on_upgrade(self, status: int, reason: bytes, headers: list[Header], leftover: bytes) -> None: ...
+    def on_read_done(self) -> None: ...
+    def pause_request_body(self) -> None: ...
+    def resume_request_body(self) -> None: ...
+
+
+class UpstreamClosed(ConnectionError):
+    """The upstream closed the connection before the response was complete."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_framing",
+        "_head_request",
+        "_headers",
+        "_reason",
+        "_reset_parser",
+        "_status",
+        "_trailers",
+        "closed",
+        "head_seen",
+        "keep_alive",
+        "parser",
+        "pool",
+        "request_sent",
+        "response_bytes",
+        "sink",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self.tunnel: Any = None  # a TunnelPeer once upgraded
+        self.keep_alive = True
+        self.request_sent = False
+        self.head_seen = False
+        self.response_bytes = 0
+        self._head_request = False
+        self._headers: list[Header] = []
+        self._trailers: list[Header] = []
+        self._reason = b""
+        self._status = 0
+        self._framing = _FRAMING_LENGTH
+        self._reset_parser = False
+
+    # ---- driving a request --------------------------------------------------
+
+    def begin(self, sink: ResponseSink, head: bytes, head_request: bool, has_body: bool) -> None:
+        """Sends a request head; the body (if any) follows with `write`/`end_body`."""
+        self.sink = sink
+        self._head_request = head_request
+        self._headers = []
+        self._trailers = []
+        self._status = 0
+        self._reason = b""
+        self.head_seen = False
+        self.response_bytes = 0
+        self.request_sent = not has_body
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(parts)
+
+    def end_body(self) -> None:
+        self.request_sent = True
+
+    def close(self) -> None:
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    # ---- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self.tunnel is not None:
+            peer, self.tunnel = self.tunnel, None
+            peer.tunnel_eof()
+            return
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        if self.head_seen and self._framing == _FRAMING_EOF:
+            # A response delimited by the connection closing is complete now.
+            sink.on_response_end([])
+            return
+        sink.on_upstream_error(exc or UpstreamClosed("EOF"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.tunnel_write(data)
+            return
+        if self.sink is None:
+            # Bytes on an idle connection: the upstream is confused or closing.
+            self.close()
+            return
+        self.response_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = int(exc.args[0]) if exc.args else len(data)
+            self._upgraded(bytes(data[offset:]))
+        except httptools.HttpParserError as exc:
+            sink, self.sink = self.sink, None
+            self.close()
+            if sink is not None:
+                sink.on_upstream_error(exc)
+            return
+        if self._reset_parser:
+            self._reset_parser = False
+            self.parser = httptools.HttpResponseParser(self)
+        sink = self.sink
+        if sink is not None:
+            sink.on_read_done()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.pause_producing()
+        elif self.sink is not None:
+            self.sink.pause_request_body()
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.resume_producing()
+        elif self.sink is not None:
+            self.sink.resume_request_body()
+
+    # ---- flow control as a producer (downstream slow) -----------------------
+
+    def pause_producing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_producing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # ---- tunnel (after 101) -------------------------------------------------
+
+    def tunnel_write(self, data: bytes) -> None:
+        self.write(data)
+
+    def tunnel_eof(self) -> None:
+        self.tunnel = None
+        self.close()
+
+    def _upgraded(self, leftover: bytes) -> None:
+        sink, self.sink = self.sink, None
+        if sink is None or self._status != 101:
+            self.close()
+            return
+        sink.on_upgrade(self._status, self._reason, self._headers, leftover)
+
+    # ---- httptools callbacks ------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        target = self._trailers if self.head_seen else self._headers
+        target.append((name.lower(), name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self._status = status
+        if 100 <= status < 200 and status != 101:
+            # Interim response (100 Continue, 103 Early Hints): relay, then keep
+            # parsing the same exchange (llhttp sees it as a message of its own).
+            headers, self._headers = self._headers, []
+            self._reason = b""
+            if self.sink is not None:
+                self.sink.on_interim(status, headers)
+            return
+        if status == 101:
+            return  # the upgrade surfaces as HttpParserUpgrade
+        self.head_seen = True
+        self.keep_alive = self.parser.should_keep_alive()
+        content_length: int | None = None
+        chunked = False
+        for lname, _raw, value in self._headers:
+            if lname == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = None
+            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if self._head_request or status in (204, 304):
+            self._framing = _FRAMING_NONE
+        elif chunked:
+            self._framing = _FRAMING_CHUNKED
+            content_length = None
+        elif content_length is not None:
+            self._framing = _FRAMING_LENGTH
+        else:
+            self._framing = _FRAMING_EOF
+            self.keep_alive = False
+        sink = self.sink
+        if sink is not None:
+            sink.on_response_head(status, self._reason, self._headers, content_length, chunked)
+        if self._head_request:
+            # llhttp cannot be told that a HEAD response has no body; finish the
+            # response here and start a fresh parser for the next one.
+            self._reset_parser = True
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.head_seen or self._head_request:
+            return  # end of an interim response, or a HEAD response already finished
+        self._finish()
+
+    def _finish(self) -> None:
+        sink, self.sink = self.sink, None
+        trailers = self._trailers
+        # Reusable only if both directions ended cleanly on a persistent connection.
+        if self.keep_alive and self.request_sent and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+        if sink is not None:
+            sink.on_response_end(trailers)
+
+
+class DialPolicy:
+    """Knative's upstream dial retry (CONTRACT.md §2.6): per-attempt timeout
+    50 ms × 1.4^k for up to 15 attempts with ~30 ms jittered sleeps between; a
+    refused connection fails at once (the app is not listening: retrying would
+    only delay the 502)."""
+
+    def __init__(self, base: float = 0.05, factor: float = 1.4, steps: int = 15, sleep: float = 0.03) -> None:
+        self.base = base
+        self.factor = factor
+        self.steps = steps
+        self.sleep = sleep
+
+    def attempt_timeouts(self) -> list[float]:
+        return [self.base * self.factor**k for k in range(self.steps)]
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one host:port, most recently used first."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_idle: int,
+        ssl: Any = None,
+        dial: DialPolicy | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.ssl = ssl
+        self.dial = dial or DialPolicy()
+        self.idle: list[UpstreamConnection] = []
+        self.open_connections = 0
+        self.closing = False
+
+    def acquire_nowait(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        last_exc: BaseException | None = None
+        for timeout in self.dial.attempt_timeouts():
+            try:
+                _transport, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
+                    timeout,
+                )
+            except TimeoutError as exc:
+                last_exc = exc
+                await asyncio.sleep(self.dial.sleep * (0.5 + random.random()))
+                continue
+            except OSError as exc:
+                raise DialError(self.host, self.port, exc) from exc
+            self.open_connections += 1
+            return conn
+        raise DialError(self.host, self.port, last_exc or TimeoutError())
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if self.closing or conn.closed or len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        self.idle.append(conn)
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        self.open_connections -= 1
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        self.closing = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+class DialError(ConnectionError):
+    """Go-shaped dial error text, e.g. `dial tcp 127.0.0.1:8080: connect: connection refused`."""
+
+    def __init__(self, host: str, port: int, cause: BaseException) -> None:
+        if isinstance(cause, TimeoutError):
+            detail = "i/o timeout"
+        elif isinstance(cause, OSError) and cause.errno is not None:
+            detail = "connect: " + _errno_text(cause.errno)
+        else:
+            detail = str(cause) or type(cause).__name__
+        super().__init__(f"dial tcp {host}:{port}: {detail}")
+
+
+def _errno_text(code: int) -> str:
+    if code == errno.ECONNREFUSED:
+        return "connection refused"
+    if code == errno.ECONNRESET:
+        return "connection reset by peer"
+    if code == errno.EHOSTUNREACH:
+        return "no route to host"
+    import os
+
+    return os.strerror(code).lower()

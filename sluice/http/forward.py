@@ -1,0 +1,336 @@
+"""Relaying one exchange to an upstream: request head rewriting, body streaming
+both ways with back-pressure, upgrades, and the mapping of upstream failures to
+502 (CONTRACT.md §2.6). Shared by the queue-proxy and the activator; what each
+adds or strips is passed in, so the rules here are only HTTP's own."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable, Iterable
+
+import httptools
+
+from .client import DialError, UpstreamClosed, UpstreamConnection, UpstreamPool
+from .headers import HOP_BY_HOP, Header, connection_tokens
+from .server import Exchange
+
+__all__ = ["Forwarder", "build_request_head", "go_error_text", "header_block"]
+
+# Headers the forwarder writes itself (framing) or the caller re-adds.
+_REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
+
+
+def build_request_head(
+    ex: Exchange,
+    host: bytes | None,
+    drop: frozenset[bytes],
+    extra: bytes = b"",
+) -> bytes:
+    """The upstream request head: the inbound headers minus hop-by-hop ones (and the
+    ones the Connection header names), minus `drop`, plus Host, framing, the
+    upgrade pair when tunnelling, and `extra` (pre-serialised lines)."""
+    out = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
+    hop = HOP_BY_HOP
+    listed: set[bytes] | None = None
+    te_trailers = False
+    upgrade_value: bytes | None = None
+    original_host = b""
+    for lname, name, value in ex.headers:
+        if lname in hop:
+            if lname == b"connection":
+                listed = (listed or set()) | connection_tokens(value)
+            elif lname == b"te" and b"trailers" in value.lower():
+                te_trailers = True
+            elif lname == b"upgrade":
+                upgrade_value = value
+            continue
+        if lname in _REBUILT or lname in drop:
+            if lname == b"host":
+                original_host = value
+            continue
+        out += (name, b": ", value, b"\r\n")
+    if listed:
+        # Rare path: rebuild without the headers the client marked hop-by-hop.
+        return build_request_head_listed(ex, host, drop, extra, listed, te_trailers, upgrade_value)
+    return _finish_head(out, ex, host if host is not None else original_host, extra, te_trailers, upgrade_value)
+
+
+def build_request_head_listed(
+    ex: Exchange,
+    host: bytes | None,
+    drop: frozenset[bytes],
+    extra: bytes,
+    listed: set[bytes],
+    te_trailers: bool,
+    upgrade_value: bytes | None,
+) -> bytes:
+    out = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
+    original_host = b""
+    for lname, name, value in ex.headers:
+        if lname == b"host":
+            original_host = value
+        if lname in HOP_BY_HOP or lname in _REBUILT or lname in drop or lname in listed:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    return _finish_head(out, ex, host if host is not None else original_host, extra, te_trailers, upgrade_value)
+
+
+def _finish_head(
+    out: list[bytes],
+    ex: Exchange,
+    host: bytes,
+    extra: bytes,
+    te_trailers: bool,
+    upgrade_value: bytes | None,
+) -> bytes:
+    if host:
+        out.append(b"Host: " + host + b"\r\n")
+    if ex.chunked_request:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    elif ex.content_length is not None:
+        out.append(b"Content-Length: %d\r\n" % ex.content_length)
+    if te_trailers:
+        out.append(b"Te: trailers\r\n")
+    if ex.upgrade and upgrade_value is not None:
+        out.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+    out.append(extra)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def header_block(headers: Iterable[Header], skip: frozenset[bytes] = frozenset()) -> bytes:
+    """Serialises response headers minus hop-by-hop, Content-Length and `skip`."""
+    listed: set[bytes] = set()
+    for lname, _name, value in headers:
+        if lname == b"connection":
+            listed |= connection_tokens(value)
+    out: list[bytes] = []
+    for lname, name, value in headers:
+        if lname in HOP_BY_HOP or lname == b"content-length" or lname in skip or lname in listed:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    return b"".join(out)
+
+
+def go_error_text(exc: BaseException) -> str:
+    """What Go's reverse proxy would put in the 502 body for this failure."""
+    if isinstance(exc, DialError):
+        return str(exc)
+    if isinstance(exc, UpstreamClosed):
+        return "EOF"
+    if isinstance(exc, ConnectionResetError) or (isinstance(exc, OSError) and exc.errno == errno.ECONNRESET):
+        return "read: connection reset by peer"
+    if isinstance(exc, httptools.HttpParserError):
+        return f"malformed HTTP response: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+class Forwarder:
+    """Relays one exchange through an upstream connection.
+
+    `on_finish(forwarder)` is called exactly once, when the exchange is over for
+    whatever reason (response ended, upstream failed, cancelled)."""
+
+    __slots__ = (
+        "_dial_task",
+        "_finished",
+        "_retried",
+        "conn",
+        "ex",
+        "head",
+        "on_finish",
+        "pool",
+        "upstream_error",
+    )
+
+    def __init__(
+        self,
+        ex: Exchange,
+        pool: UpstreamPool,
+        head: bytes,
+        on_finish: Callable[[Forwarder], None],
+    ) -> None:
+        self.ex = ex
+        self.pool = pool
+        self.head = head
+        self.on_finish = on_finish
+        self.conn: UpstreamConnection | None = None
+        self.upstream_error: BaseException | None = None
+        self._dial_task: asyncio.Task[None] | None = None
+        self._finished = False
+        self._retried = False
+
+    def start(self) -> None:
+        conn = self.pool.acquire_nowait()
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self._dial_task = asyncio.get_running_loop().create_task(self._dial())
+
+    async def _dial(self) -> None:
+        try:
+            conn = await self.pool.connect()
+        except (OSError, DialError) as exc:
+            self._dial_task = None
+            self.on_upstream_error(exc)
+            return
+        self._dial_task = None
+        if self._finished:
+            self.pool.release(conn)
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        ex = self.ex
+        has_body = ex.has_body and not ex.upgrade
+        conn.begin(self, self.head, ex.head_request, has_body)
+        ex.producer = conn
+        if has_body:
+            ex.set_body_sink(self)
+
+    def cancel(self) -> None:
+        """Stops relaying (client gone, or a timeout answered): the upstream request
+        is cancelled by closing its connection, which therefore is not reused."""
+        if self._dial_task is not None:
+            self._dial_task.cancel()
+            self._dial_task = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if conn.tunnel is not None:
+                conn.tunnel_eof()
+            else:
+                conn.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.ex.producer = None
+            self.on_finish(self)
+
+    # ---- BodySink: request body towards the upstream ------------------------
+
+    def on_request_body(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        if self.ex.chunked_request:
+            conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            conn.write(data)
+
+    def on_request_body_end(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        if self.ex.chunked_request:
+            conn.write(b"0\r\n\r\n")
+        conn.end_body()
+
+    def pause_request_body(self) -> None:
+        self.ex.pause_body()
+
+    def resume_request_body(self) -> None:
+        self.ex.resume_body()
+
+    # ---- ResponseSink: the response towards the client ----------------------
+
+    def on_interim(self, status: int, headers: list[Header]) -> None:
+        self.ex.write_interim(status, header_block(headers))
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[Header], content_length: int | None, chunked: bool
+    ) -> None:
+        self.ex.start_response(
+            status,
+            reason or b"",
+            header_block(headers),
+            content_length,
+            no_body=status in (204, 304),
+        )
+
+    def on_response_body(self, data: bytes) -> None:
+        self.ex.write(data)
+
+    def on_read_done(self) -> None:
+        # Whatever this read carried is relayed; a head with no body yet (a slow or
+        # streaming response) must reach the client now, not with the first chunk.
+        self.ex.flush()
+
+    def on_response_end(self, trailers: list[Header]) -> None:
+        self.conn = None
+        self.ex.end(header_block(trailers) if trailers else b"")
+        self._finish()
+
+    def on_upstream_error(self, exc: BaseException) -> None:
+        conn, self.conn = self.conn, None
+        if self._finished:
+            return
+        if (
+            conn is not None
+            and not self._retried
+            and not conn.head_seen
+            and conn.response_bytes == 0
+            and not self.ex.has_body
+            and isinstance(exc, (UpstreamClosed, ConnectionResetError))
+            and not self.ex.response_started
+        ):
+            # A pooled connection the app had already closed (keep-alive race):
+            # nothing was processed, so the request is safe to send again.
+            self._retried = True
+            self._dial_task = asyncio.get_running_loop().create_task(self._dial())
+            return
+        self.upstream_error = exc
+        ex = self.ex
+        if not ex.response_started:
+            ex.respond_error(502, go_error_text(exc))
+        else:
+            ex.abort()
+        self._finish()
+
+    def on_upgrade(self, status: int, reason: bytes, headers: list[Header], leftover: bytes) -> None:
+        conn = self.conn
+        ex = self.ex
+        if conn is None:
+            return
+        lines = [b"HTTP/1.1 101 ", reason or b"Switching Protocols", b"\r\n"]
+        for lname, name, value in headers:
+            if lname in (b"connection", b"upgrade") or lname not in HOP_BY_HOP:
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        # Both sockets now carry raw bytes; the exchange finishes when either closes.
+        conn.tunnel = _TunnelEnd(self, ex)
+        ex.upgrade_to_tunnel(b"".join(lines), conn)
+        if leftover:
+            ex.conn.write(leftover)
+
+    def tunnel_closed(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+        self._finish()
+
+
+class _TunnelEnd:
+    """Upstream side of an upgraded exchange, writing into the client's socket."""
+
+    __slots__ = ("ex", "forwarder")
+
+    def __init__(self, forwarder: Forwarder, ex: Exchange) -> None:
+        self.forwarder = forwarder
+        self.ex = ex
+
+    def tunnel_write(self, data: bytes) -> None:
+        self.ex.conn.write(data)
+
+    def tunnel_eof(self) -> None:
+        self.ex.conn.close()
+        self.forwarder.tunnel_closed()
+
+    def pause_producing(self) -> None:
+        self.ex.conn.block_read(2)
+
+    def resume_producing(self) -> None:
+        self.ex.conn.unblock_read(2)

@@ -1,0 +1,757 @@
+"""HTTP/1.1 server side: one `ServerConnection` (asyncio.Protocol + httptools) per client.
+
+The handler is a plain callable invoked with an `Exchange` once the request head
+is parsed; it answers synchronously (probes, errors) or wires the exchange to an
+upstream and returns. No task is created per request on the fast path: the event
+loop drives both sockets through their Protocol callbacks.
+
+Flow control (why it matters: a 1 GB upload must not be buffered):
+- request body: chunks go straight to the exchange's body sink; when the sink's
+  destination is full it calls `pause_body()`, which stops reading this socket;
+- response body: when this socket's write buffer is full, asyncio calls
+  `pause_writing()`, which we pass to the exchange's `producer` (the upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import httptools
+
+from .headers import Header, error_response, http_date, plain_response, reason_phrase
+
+__all__ = ["BodySink", "Exchange", "HttpServer", "Producer", "ServerLimits", "TunnelPeer"]
+
+# Why a connection's reading is paused; reading resumes when no reason is left.
+_BLOCK_PIPELINE = 1  # requests queued behind the current one (answered in order)
+_BLOCK_BODY = 2  # the body sink's destination is full
+_BLOCK_UPGRADE = 4  # an upgrade is being negotiated upstream
+
+# Buffer at most this much request body before a sink is attached (breaker queue).
+_BODY_BUFFER_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    # Go's http.DefaultMaxHeaderBytes: request line + headers beyond it get 431.
+    max_header_bytes: int = 1 << 20
+    # Go server ReadHeaderTimeout used by the queue-proxy (CONTRACT.md §2.3).
+    read_header_timeout: float = 60.0
+    # Requests parsed ahead of the one being answered before reading pauses.
+    max_pipelined: int = 16
+
+
+class BodySink(Protocol):
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_body_end(self) -> None: ...
+
+
+class Producer(Protocol):
+    """Whatever feeds the response; paused while the client is slow to read."""
+
+    def pause_producing(self) -> None: ...
+    def resume_producing(self) -> None: ...
+
+
+class TunnelPeer(Protocol):
+    """The other end of an upgraded connection (a websocket tunnelled byte for byte)."""
+
+    def tunnel_write(self, data: bytes) -> None: ...
+    def tunnel_eof(self) -> None: ...
+    def pause_producing(self) -> None: ...
+    def resume_producing(self) -> None: ...
+
+
+class _HeaderTooLarge(Exception):
+    pass
+
+
+class Exchange:
+    """One request and its response on a server connection."""
+
+    __slots__ = (
+        "_body_buffered",
+        "_body_chunks",
+        "_body_sink",
+        "_head",
+        "aborted",
+        "body_done",
+        "chunked_request",
+        "conn",
+        "content_length",
+        "expect_continue",
+        "head_request",
+        "headers",
+        "keep_alive",
+        "last_write",
+        "method",
+        "on_abort",
+        "producer",
+        "response_done",
+        "response_mode",
+        "response_started",
+        "start_time",
+        "status",
+        "upgrade",
+        "upgrade_leftover",
+        "url",
+        "version",
+        "watched",
+    )
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self.method = b""
+        self.url = b""
+        self.version = b"1.1"
+        self.headers: list[Header] = []
+        self.watched: dict[bytes, bytes] = {}
+        self.keep_alive = True
+        self.upgrade = False
+        self.upgrade_leftover = b""
+        self.content_length: int | None = None
+        self.chunked_request = False
+        self.expect_continue = False
+        self.head_request = False
+        self.body_done = False
+        self._body_chunks: list[bytes] = []
+        self._body_buffered = 0
+        self._body_sink: BodySink | None = None
+        self.response_started = False
+        self.response_done = False
+        self._head = b""  # a response head not yet written (sent with the first body bytes)
+        # 0 = Content-Length, 1 = chunked, 2 = until close, 3 = no body
+        self.response_mode = 0
+        self.status = 0
+        self.producer: Producer | None = None
+        self.on_abort: Callable[[], None] | None = None
+        self.aborted = False
+        self.last_write = 0.0
+        self.start_time = 0.0
+
+    # ---- request side -------------------------------------------------------
+
+    @property
+    def client_ip(self) -> bytes:
+        return self.conn.client_ip
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked_request or bool(self.content_length)
+
+    def header(self, lname: bytes) -> bytes | None:
+        """First value of a header by lower-cased name (a linear scan; use `watched` on hot paths)."""
+        for name, _raw, value in self.headers:
+            if name == lname:
+                return value
+        return None
+
+    def set_body_sink(self, sink: BodySink) -> None:
+        """Starts delivering the request body: buffered chunks first, then as they arrive."""
+        self._body_sink = sink
+        chunks, self._body_chunks = self._body_chunks, []
+        self._body_buffered = 0
+        for chunk in chunks:
+            sink.on_request_body(chunk)
+        if self.body_done:
+            sink.on_request_body_end()
+        elif self.conn.current is self:
+            self.conn.unblock_read(_BLOCK_BODY)
+
+    def pause_body(self) -> None:
+        self.conn.block_read(_BLOCK_BODY)
+
+    def resume_body(self) -> None:
+        self.conn.unblock_read(_BLOCK_BODY)
+
+    def _on_body(self, data: bytes) -> None:
+        if self._body_sink is not None:
+            self._body_sink.on_request_body(data)
+            return
+        self._body_chunks.append(data)
+        self._body_buffered += len(data)
+        if self._body_buffered >= _BODY_BUFFER_LIMIT:
+            self.conn.block_read(_BLOCK_BODY)
+
+    def _on_body_end(self) -> None:
+        self.body_done = True
+        if self._body_sink is not None:
+            self._body_sink.on_request_body_end()
+
+    # ---- response side ------------------------------------------------------
+
+    def respond(self, data: bytes, close: bool = False) -> None:
+        """Writes a complete, prepared response (see headers.plain_response)."""
+        if self.response_started or self.aborted:
+            return
+        self.response_started = True
+        self.conn.write(data)
+        if close:
+            self.keep_alive = False
+        self._done()
+
+    def respond_error(self, status: int, message: str) -> None:
+        """Go's `http.Error` shape (text/plain, nosniff, message + newline)."""
+        close = not self.keep_alive or not self.body_done
+        self.status = status
+        self.respond(error_response(status, message, close=close, head_only=self.head_request), close)
+
+    def respond_text(
+        self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = (), content_type: bytes | None = None
+    ) -> None:
+        close = not self.keep_alive or not self.body_done
+        self.status = status
+        ctype = content_type if content_type is not None else (b"text/plain; charset=utf-8" if body else None)
+        self.respond(
+            plain_response(status, body, ctype, extra, close=close, head_only=self.head_request), close
+        )
+
+    def write_interim(self, status: int, header_block: bytes = b"") -> None:
+        """A 1xx response (e.g. 100 Continue relayed from upstream); HTTP/1.0 clients get none."""
+        if self.response_started or self.aborted or self.version == b"1.0":
+            return
+        self.conn.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason_phrase(status), header_block))
+
+    def start_response(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        no_body: bool = False,
+    ) -> None:
+        """Writes the status line and headers; the body follows with `write` and `end`.
+
+        `header_block` is pre-serialised `Name: value\\r\\n` lines without framing
+        headers; this method adds Date (if absent) and the framing it chooses.
+        """
+        if self.response_started or self.aborted:
+            return
+        self.response_started = True
+        self.status = status
+        self.last_write = time.monotonic()
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason), header_block]
+        if b"\ndate:" not in header_block.lower() and not header_block.lower().startswith(b"date:"):
+            parts.append(b"Date: " + http_date() + b"\r\n")
+        if no_body or self.head_request:
+            self.response_mode = 3
+            if content_length is not None:
+                parts.append(b"Content-Length: %d\r\n" % content_length)
+        elif content_length is not None:
+            self.response_mode = 0
+            parts.append(b"Content-Length: %d\r\n" % content_length)
+        elif self.version == b"1.1":
+            self.response_mode = 1
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            self.response_mode = 2
+            self.keep_alive = False
+        if not self.body_done and self.response_mode != 1:
+            # The request body is still arriving; the connection cannot be reused
+            # safely unless the body is fully read, so say we close (Go does likewise).
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        # Held back until the first body bytes or `flush()`, so a small response
+        # leaves in one write (one syscall) instead of two.
+        self._head = b"".join(parts)
+
+    def flush(self) -> None:
+        """Sends a held-back response head (the producer has no more bytes for now)."""
+        head = self._head
+        if head:
+            self._head = b""
+            self.conn.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.aborted or self.response_done or not data:
+            return
+        self.last_write = time.monotonic()
+        mode = self.response_mode
+        head = self._head
+        if head:
+            self._head = b""
+        if mode == 1:
+            self.conn.writelines((head, b"%x\r\n" % len(data), data, b"\r\n"))
+        elif mode != 3:
+            if head:
+                self.conn.writelines((head, data))
+            else:
+                self.conn.write(data)
+        elif head:
+            self.conn.write(head)
+
+    def end(self, trailer_block: bytes = b"") -> None:
+        if self.aborted or self.response_done:
+            return
+        head = self._head
+        self._head = b""
+        if self.response_mode == 1:
+            self.conn.write(head + b"0\r\n" + trailer_block + b"\r\n")
+        else:
+            if head:
+                self.conn.write(head)
+            if self.response_mode == 2:
+                self.keep_alive = False
+        self._done()
+
+    def terminate_with(self, text: bytes) -> None:
+        """Go's timeout handler after the response started (CONTRACT.md §2.8): the text
+        is appended to the body and the response is terminated. With Content-Length
+        framing the extra bytes cannot be sent, so the connection is closed short."""
+        if self.aborted or self.response_done:
+            return
+        self.flush()
+        if self.response_mode == 1:
+            self.write(text)
+            self.end()
+        elif self.response_mode == 2:
+            self.conn.write(text)
+            self.keep_alive = False
+            self._done()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drops the connection: the response cannot be completed."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self.response_done = True
+        self.conn.close()
+
+    def upgrade_to_tunnel(self, head: bytes, peer: TunnelPeer) -> None:
+        """Writes the 101 head and switches the connection to a raw byte tunnel."""
+        if self.aborted:
+            return
+        self.response_started = True
+        self.status = 101
+        self.conn.write(head)
+        self.conn.start_tunnel(self, peer)
+
+    def _done(self) -> None:
+        self.response_done = True
+        self.conn.exchange_done(self)
+
+    # Called by the connection.
+    def _client_gone(self) -> None:
+        if self.aborted:
+            return
+        self.aborted = True
+        callback, self.on_abort = self.on_abort, None
+        if callback is not None:
+            callback()
+
+
+Handler = Callable[[Exchange], None]
+
+
+class ServerConnection(asyncio.Protocol):
+    __slots__ = (
+        "_header_bytes",
+        "_header_deadline",
+        "_parse_error",
+        "_read_block",
+        "client_ip",
+        "closed",
+        "current",
+        "parser",
+        "parsing",
+        "pending",
+        "server",
+        "transport",
+        "tunnel_peer",
+        "write_paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = b""
+        self.parsing: Exchange | None = None
+        self.current: Exchange | None = None
+        self.pending: deque[Exchange] = deque()
+        self.closed = False
+        self.tunnel_peer: TunnelPeer | None = None
+        self.write_paused = False
+        self._read_block = 0
+        self._header_bytes = 0
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._parse_error: tuple[int, str] | None = None
+
+    # ---- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.client_ip = str(peer[0]).encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_header_deadline()
+        if self.tunnel_peer is not None:
+            peer, self.tunnel_peer = self.tunnel_peer, None
+            peer.tunnel_eof()
+        current, self.current = self.current, None
+        if current is not None and not current.response_done:
+            current._client_gone()
+        self.pending.clear()
+        self.server._connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.tunnel_write(data)
+            return
+        if self._parse_error is not None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = int(exc.args[0]) if exc.args else len(data)
+            ex = self.parsing or (self.pending[-1] if self.pending else self.current)
+            if ex is not None:
+                ex.upgrade_leftover = bytes(data[offset:])
+            # Nothing more is HTTP on this connection until the handler decides.
+            self.block_read(_BLOCK_UPGRADE)
+        except httptools.HttpParserError as exc:
+            status, message = self._parse_error or (400, _parser_error_text(exc))
+            self._fail_parse(status, message)
+            return
+        parsing = self.parsing
+        if parsing is not None and not parsing.method and self._header_deadline is None and not self.closed:
+            self._arm_header_deadline()
+        if self.current is None and self.pending:
+            self._dispatch_next()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes is treated as gone, as Go's server does.
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.pause_producing()
+        elif self.current is not None and self.current.producer is not None:
+            self.current.producer.pause_producing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.resume_producing()
+        elif self.current is not None and self.current.producer is not None:
+            self.current.producer.resume_producing()
+
+    # ---- httptools callbacks ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.parsing = Exchange(self)
+        self.parsing.start_time = time.monotonic()
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.parsing
+        assert ex is not None
+        ex.url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.server.limits.max_header_bytes:
+            self._parse_error = (431, "431 Request Header Fields Too Large")
+            raise _HeaderTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        if ex.method:
+            return  # trailer fields of a chunked request body: not forwarded
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.server.limits.max_header_bytes:
+            self._parse_error = (431, "431 Request Header Fields Too Large")
+            raise _HeaderTooLarge
+        lname = name.lower()
+        ex.headers.append((lname, name, value))
+        if lname in self.server.watch:
+            prior = ex.watched.get(lname)
+            ex.watched[lname] = value if prior is None else prior + b", " + value
+        if lname == b"expect":
+            ex.expect_continue = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        assert ex is not None
+        parser = self.parser
+        ex.method = parser.get_method()
+        ex.version = parser.get_http_version().encode()
+        ex.keep_alive = parser.should_keep_alive()
+        ex.upgrade = parser.should_upgrade()
+        ex.head_request = ex.method == b"HEAD"
+        for lname, _raw, value in ex.headers:
+            if lname == b"content-length":
+                try:
+                    ex.content_length = int(value)
+                except ValueError:
+                    ex.content_length = None
+            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+                ex.chunked_request = True
+        self._cancel_header_deadline()
+        self.pending.append(ex)
+        if self.current is not None or len(self.pending) > 1:
+            self.block_read(_BLOCK_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex._on_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None:
+            ex._on_body_end()
+
+    # ---- writing ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(parts)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # ---- read flow control --------------------------------------------------
+
+    def block_read(self, reason: int) -> None:
+        if not self._read_block and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._read_block |= reason
+
+    def unblock_read(self, reason: int) -> None:
+        if not self._read_block & reason:
+            return
+        self._read_block &= ~reason
+        if not self._read_block and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # ---- exchanges ----------------------------------------------------------
+
+    def _dispatch_next(self) -> None:
+        ex = self.pending.popleft()
+        self.current = ex
+        if len(self.pending) < self.server.limits.max_pipelined:
+            self.unblock_read(_BLOCK_PIPELINE)
+        self.server.requests_started += 1
+        try:
+            self.server.handler(ex)
+        except Exception:
+            self.server.log_handler_error(ex)
+            if not ex.response_started:
+                ex.respond_error(500, "internal error")
+            else:
+                ex.abort()
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if not ex.keep_alive or not ex.body_done or self.server.closing or ex.upgrade:
+            # An unread body (or an upgrade that was declined) leaves the stream
+            # in an unknown state: close rather than parse body bytes as requests.
+            self.close()
+            return
+        if self.pending:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._dispatch_if_idle)
+        elif self._parse_error is not None:
+            self._write_parse_error()
+        elif not self.closed:
+            self.unblock_read(_BLOCK_PIPELINE)
+
+    def _dispatch_if_idle(self) -> None:
+        if self.current is None and self.pending and not self.closed:
+            self._dispatch_next()
+        elif self.current is None and self._parse_error is not None:
+            self._write_parse_error()
+
+    def start_tunnel(self, ex: Exchange, peer: TunnelPeer) -> None:
+        self.tunnel_peer = peer
+        self.current = ex
+        leftover, ex.upgrade_leftover = ex.upgrade_leftover, b""
+        if leftover:
+            peer.tunnel_write(leftover)
+        self._read_block = 0
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        if self.write_paused:
+            peer.pause_producing()
+
+    def tunnel_write(self, data: bytes) -> None:
+        self.write(data)
+
+    def tunnel_eof(self) -> None:
+        self.close()
+
+    def pause_producing(self) -> None:
+        self.block_read(_BLOCK_BODY)
+
+    def resume_producing(self) -> None:
+        self.unblock_read(_BLOCK_BODY)
+
+    # ---- errors and timeouts ------------------------------------------------
+
+    def _fail_parse(self, status: int, message: str) -> None:
+        self._parse_error = (status, message)
+        self._cancel_header_deadline()
+        ex = self.parsing
+        self.parsing = None
+        current = self.current
+        if current is not None and ex is current and not current.body_done:
+            # The body of the request being answered is malformed: it cannot go on.
+            if not current.response_started:
+                current.respond_error(400, "malformed request body")
+            else:
+                current.abort()
+            return
+        if current is None and not self.pending:
+            self._write_parse_error()
+        else:
+            self.block_read(_BLOCK_PIPELINE)
+
+    def _write_parse_error(self) -> None:
+        assert self._parse_error is not None
+        status, message = self._parse_error
+        self.server.bad_requests += 1
+        self.write(
+            plain_response(status, message.encode(), close=True)
+        )
+        self.close()
+
+    def _arm_header_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._header_deadline = loop.call_later(self.server.limits.read_header_timeout, self._header_timeout)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_timeout(self) -> None:
+        self._header_deadline = None
+        if self.parsing is not None and not self.parsing.method and self.current is None:
+            self._parse_error = (408, "408 Request Timeout")
+            self._write_parse_error()
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.pending and self.parsing is None
+
+
+def _parser_error_text(exc: Exception) -> str:
+    detail = str(exc).strip() or type(exc).__name__
+    return f"400 Bad Request: {detail}"
+
+
+class HttpServer:
+    """Owns the listening sockets and the live connections of one handler."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        watch: frozenset[bytes] = frozenset(),
+        limits: ServerLimits | None = None,
+        on_error: Callable[[Exchange], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.watch = watch
+        self.limits = limits or ServerLimits()
+        self.connections: set[ServerConnection] = set()
+        self.servers: list[asyncio.Server] = []
+        self.closing = False
+        self.requests_started = 0
+        self.bad_requests = 0
+        self._on_error = on_error
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    def protocol_factory(self) -> ServerConnection:
+        return ServerConnection(self)
+
+    async def listen(self, host: str | None, port: int, ssl: Any = None, backlog: int = 1024) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            self.protocol_factory, host=host, port=port, ssl=ssl, backlog=backlog, reuse_address=True
+        )
+        self.servers.append(server)
+        return server
+
+    @property
+    def ports(self) -> list[int]:
+        out: list[int] = []
+        for server in self.servers:
+            for sock in server.sockets:
+                out.append(int(sock.getsockname()[1]))
+        return out
+
+    def log_handler_error(self, ex: Exchange) -> None:
+        if self._on_error is not None:
+            self._on_error(ex)
+
+    def stop_accepting(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Go's `Server.Shutdown`: stop accepting, close idle connections, let the
+        busy ones finish their current response (then they close), no time limit
+        unless given. Tunnelled (hijacked) connections are not waited for."""
+        self.closing = True
+        self.stop_accepting()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            busy = False
+            for conn in list(self.connections):
+                if conn.tunnel_peer is not None:
+                    continue
+                if conn.idle:
+                    conn.close()
+                else:
+                    busy = True
+            if not busy:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._idle_waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, 0.05)
+            except TimeoutError:
+                pass
+
+    def _connection_closed(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,65 @@
+"""The breaker of CONTRACT.md §2.7, without an event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.breaker import Breaker
+
+
+def test_cc_slots_then_queue_of_ten_cc_then_refusal() -> None:
+    b = Breaker(capacity=2, queue_depth=20)
+    tickets = [b.reserve() for _ in range(22)]
+    assert all(t is not None for t in tickets)
+    assert [t.granted for t in tickets if t] == [True, True] + [False] * 20
+    assert b.admitted == 22
+    assert b.reserve() is None  # 11 × cc admitted: refused at once
+
+
+def test_release_grants_waiters_in_fifo_order() -> None:
+    order: list[int] = []
+    b = Breaker(capacity=1, queue_depth=10)
+    first = b.reserve()
+    assert first is not None and first.granted
+    waiters = [b.reserve(lambda i=i: order.append(i)) for i in range(3)]
+    b.release(first)
+    assert order == [0]
+    assert waiters[0] is not None and waiters[0].granted
+    b.release(waiters[0])
+    assert order == [0, 1]
+
+
+def test_cancelled_waiter_leaves_the_queue_and_frees_its_place() -> None:
+    b = Breaker(capacity=1, queue_depth=1)
+    running = b.reserve()
+    waiting = b.reserve()
+    assert running and waiting and not waiting.granted
+    assert b.reserve() is None
+    b.release(waiting)  # client gone / timeout while queued
+    assert b.admitted == 1
+    assert b.reserve() is not None
+
+
+def test_release_is_idempotent() -> None:
+    b = Breaker(capacity=1, queue_depth=0)
+    t = b.reserve()
+    assert t is not None
+    b.release(t)
+    b.release(t)
+    assert b.in_flight == 0
+    assert b.reserve() is not None
+
+
+def test_capacity_update_grants_queued_requests() -> None:
+    granted: list[int] = []
+    b = Breaker(capacity=0, queue_depth=5)
+    for i in range(3):
+        assert b.reserve(lambda i=i: granted.append(i)) is not None
+    b.update_capacity(2)
+    assert granted == [0, 1]
+    assert b.in_flight == 2
+
+
+def test_negative_sizes_rejected() -> None:
+    with pytest.raises(ValueError):
+        Breaker(-1, 0)
