@@ -119,6 +119,30 @@ class QueueProxyProcess:
         loop.call_later(_DRAIN_RESET_AFTER, maybe_reset)
         await self.drainer.drain()
 
+    @property
+    def port(self) -> int:
+        return self.main_server.ports[0]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_server.ports[0]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.stats_server.ports[0]
+
+    async def close(self) -> None:
+        """Stops at once, without draining (tests and failed starts)."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        for server in (self.main_server, self.admin_server, self.stats_server):
+            server.stop_accepting()
+            for conn in list(server.connections):
+                conn.close()
+        self.handler.deadlines.close()
+        self.pool.close()
+        self.stopped.set()
+
     async def shutdown(self) -> None:
         """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait up to
         60 s for in-flight requests including websockets, then exit 0."""

@@ -27,7 +27,13 @@ def test_every_bad_variable_is_named() -> None:
     with pytest.raises(ConfigError) as info:
         QueueProxyConfig.from_env(env)
     text = str(info.value)
-    for key in ("CONTAINER_CONCURRENCY", "USER_PORT", "ENABLE_MULTI_CONTAINER_PROBES", "SERVING_POD", "SERVING_LOGGING_LEVEL"):
+    for key in (
+        "CONTAINER_CONCURRENCY",
+        "USER_PORT",
+        "ENABLE_MULTI_CONTAINER_PROBES",
+        "SERVING_POD",
+        "SERVING_LOGGING_LEVEL",
+    ):
         assert key in text
     assert len(info.value.problems) == 5
 
@@ -39,9 +45,7 @@ def test_empty_strings_are_accepted_for_required_string_fields() -> None:
 
 def test_process_exits_non_zero_naming_missing_variables() -> None:
     env = {"PATH": "/usr/bin:/bin", "SERVING_NAMESPACE": "default"}
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
-    )
+    out = subprocess.run([sys.executable, "-m", "proxy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     for key in ("SERVING_REVISION", "SERVING_POD", "USER_PORT", "CONTAINER_CONCURRENCY", "REVISION_TIMEOUT_SECONDS"):
         assert key in out.stderr
@@ -51,8 +55,6 @@ def test_process_exits_non_zero_naming_missing_variables() -> None:
 def test_bad_readiness_probe_json_stops_the_process() -> None:
     env = qp_env(8080, SERVING_READINESS_PROBE="{not json", QUEUE_SERVING_PORT="1")
     env["PATH"] = "/usr/bin:/bin"
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
-    )
+    out = subprocess.run([sys.executable, "-m", "proxy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     assert "SERVING_READINESS_PROBE" in out.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import pytest
 
 from sluice.breaker import Breaker
@@ -21,7 +24,10 @@ def test_release_grants_waiters_in_fifo_order() -> None:
     b = Breaker(capacity=1, queue_depth=10)
     first = b.reserve()
     assert first is not None and first.granted
-    waiters = [b.reserve(lambda i=i: order.append(i)) for i in range(3)]
+    def waiter(i: int) -> Callable[[], None]:
+        return lambda: order.append(i)
+
+    waiters = [b.reserve(waiter(i)) for i in range(3)]
     b.release(first)
     assert order == [0]
     assert waiters[0] is not None and waiters[0].granted
@@ -54,7 +60,7 @@ def test_capacity_update_grants_queued_requests() -> None:
     granted: list[int] = []
     b = Breaker(capacity=0, queue_depth=5)
     for i in range(3):
-        assert b.reserve(lambda i=i: granted.append(i)) is not None
+        assert b.reserve(partial(granted.append, i)) is not None
     b.update_capacity(2)
     assert granted == [0, 1]
     assert b.in_flight == 2

@@ -1,0 +1,1 @@
+"""Sluice activator (CONTRACT.md §3)."""

@@ -1,0 +1,371 @@
+"""Scraping queue-proxies on :9090 (CONTRACT.md §4.8; Knative `metrics/stats_scraper.go`,
+`http_scrape_client.go`, `sample_size.go`).
+
+Every second, per revision with a scrape target: sample `n` of the `N` ready pods, GET
+`http://<podIP>:9090/metrics` with `Accept: application/protobuf` (3 s timeout, keep-alive), sum
+the four rate/concurrency fields and extrapolate `sum / n x N` into one `service-scraper` stat.
+When every pod answers 502/503 only (a mesh in the way) the scraper falls back to scraping the
+private service, and stays there. Pods come from a `PodAccessor` the reconciler implements over
+its pod informer; this module never talks to Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import aiohttp
+
+from sluice.wire import MAX_SCRAPED_STAT_BYTES, DecodeError, Stat, decode_stat
+
+from .dropped import DroppedPayloads
+
+__all__ = [
+    "HTTP_CLIENT_TIMEOUT",
+    "METRICS_PORT",
+    "SCRAPER_POD_NAME",
+    "DirectScrapingNotAvailableError",
+    "HTTPScrapeClient",
+    "PodAccessor",
+    "PodsExhaustedError",
+    "ScrapeError",
+    "ServiceScraper",
+    "StaticPods",
+    "population_mean_sample_size",
+]
+
+logger = logging.getLogger("autoscaler.scraper")
+
+METRICS_PORT = 9090
+HTTP_CLIENT_TIMEOUT = 3.0
+SCRAPER_POD_NAME = "service-scraper"
+PROTOBUF = "application/protobuf"
+SCRAPER_MAX_RETRIES = 10  # service mode: tries per worker to reach a pod not seen yet
+
+# X = z^2 x sigma^2 / MOE^2 = 1.96^2 x 100 / 5^2, written out: Go folds the constant exactly and
+# 1.96 * 1.96 in binary floating point is not 3.8416.
+_X = 15.3664
+
+
+def population_mean_sample_size(population: int) -> int:
+    """n = N for N <= 3, else ceil(N·X / (N + X - 1)) (§4.8): 4->4, 10->7, 100->14, 1000->16."""
+    if population < 0:
+        return 0
+    if population <= 3:
+        return population
+    return math.ceil(population * _X / (population + _X - 1))
+
+
+class ScrapeError(Exception):
+    """A failed scrape; `might_be_mesh` for 502/503 answers (a mesh proxy in the way)."""
+
+    def __init__(self, message: str, might_be_mesh: bool = False) -> None:
+        super().__init__(message)
+        self.might_be_mesh = might_be_mesh
+
+
+class PodsExhaustedError(ScrapeError):
+    def __init__(self) -> None:
+        super().__init__("pods exhausted")
+
+
+class DirectScrapingNotAvailableError(ScrapeError):
+    def __init__(self) -> None:
+        super().__init__("all pod scrapes returned 503 error")
+
+
+class PodAccessor(Protocol):
+    """The revision's pods, from the reconciler's informer cache (§4.8 "candidate pods")."""
+
+    def pod_ips_split_by_age(self, window: float, now: float) -> tuple[list[str], list[str]]:
+        """IPs of Running, non-terminating, Ready pods: (started >= window ago, younger)."""
+        ...
+
+    def ready_count(self) -> int: ...
+
+
+class StaticPods:
+    """A fixed pod list `(ip, start_time)`; for tests, benchmarks and `sluice local`."""
+
+    def __init__(self, pods: Sequence[tuple[str, float]] = ()) -> None:
+        self.pods = list(pods)
+
+    def pod_ips_split_by_age(self, window: float, now: float) -> tuple[list[str], list[str]]:
+        old = [ip for ip, start in self.pods if now - start >= window]
+        young = [ip for ip, start in self.pods if now - start < window]
+        return old, young
+
+    def ready_count(self) -> int:
+        return len(self.pods)
+
+
+def _finite(stat: Stat) -> bool:
+    return all(
+        math.isfinite(v)
+        for v in (
+            stat.average_concurrent_requests,
+            stat.average_proxied_concurrent_requests,
+            stat.request_count,
+            stat.proxied_request_count,
+            stat.process_uptime,
+        )
+    )
+
+
+class HTTPScrapeClient:
+    """GETs one Stat. Fails on transport error, non-2xx, wrong Content-Type or a bad body."""
+
+    def __init__(self, session: aiohttp.ClientSession, dropped: DroppedPayloads | None = None) -> None:
+        self.session = session
+        self.dropped = dropped if dropped is not None else DroppedPayloads()
+
+    @classmethod
+    def create_session(cls, keep_alive: bool = True) -> aiohttp.ClientSession:
+        """Direct pod scraping keeps connections; mesh (service) scraping opens a new one each
+        time so the service can pick another pod (stats_scraper.go)."""
+        connector = aiohttp.TCPConnector(limit=0, force_close=not keep_alive, enable_cleanup_closed=True)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=HTTP_CLIENT_TIMEOUT),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def scrape(self, url: str, headers: dict[str, str] | None = None) -> Stat:
+        h = {"Accept": PROTOBUF}
+        if headers:
+            h.update(headers)
+        try:
+            async with self.session.get(url, headers=h, allow_redirects=False) as resp:
+                if not 200 <= resp.status < 300:
+                    raise ScrapeError(
+                        f"GET request for URL {url!r} returned HTTP status {resp.status}",
+                        might_be_mesh=resp.status in (502, 503),
+                    )
+                if resp.headers.get("Content-Type") != PROTOBUF:
+                    raise ScrapeError("unsupported metric type")
+                body = bytearray()
+                # Knative reads at most 336 bytes of a Stat (§1.1); a longer body is not a Stat.
+                while len(body) <= MAX_SCRAPED_STAT_BYTES:
+                    chunk = await resp.content.read(MAX_SCRAPED_STAT_BYTES + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ScrapeError(f"GET {url!r} failed: {exc!r}") from exc
+        if len(body) > MAX_SCRAPED_STAT_BYTES:
+            self.dropped.drop(url, "oversized", f"more than {MAX_SCRAPED_STAT_BYTES} bytes")
+            raise ScrapeError(f"stat from {url!r} is larger than {MAX_SCRAPED_STAT_BYTES} bytes")
+        try:
+            stat = decode_stat(bytes(body))
+        except DecodeError as exc:
+            self.dropped.drop(url, "corrupt", str(exc))
+            raise ScrapeError(f"unmarshalling the stat from {url!r} failed: {exc}") from exc
+        if not _finite(stat):
+            self.dropped.drop(url, "non-finite value")
+            raise ScrapeError(f"stat from {url!r} has a non-finite value")
+        return stat
+
+
+def _extrapolate(stats: Sequence[Stat], sample: int, total: int) -> Stat:
+    """Sum of the sampled pods, scaled to the whole revision: value = sum / n x N (§4.8)."""
+    ret = Stat(pod_name=SCRAPER_POD_NAME)
+    for s in stats:
+        ret.average_concurrent_requests += s.average_concurrent_requests
+        ret.average_proxied_concurrent_requests += s.average_proxied_concurrent_requests
+        ret.request_count += s.request_count
+        ret.proxied_request_count += s.proxied_request_count
+    ret.average_concurrent_requests = ret.average_concurrent_requests / sample * total
+    ret.average_proxied_concurrent_requests = ret.average_proxied_concurrent_requests / sample * total
+    ret.request_count = ret.request_count / sample * total
+    ret.proxied_request_count = ret.proxied_request_count / sample * total
+    return ret
+
+
+class ServiceScraper:
+    """Scrapes one revision (Knative's `serviceScraper`); implements `collector.StatsScraper`.
+
+    `mesh_mode` is `config-network` `mesh-compatibility-mode`: "auto" (pods first, fall back to
+    the service on mesh errors), "enabled" (service only), "disabled" (pods only).
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        scrape_target: str,
+        pods: PodAccessor,
+        direct_client: HTTPScrapeClient,
+        mesh_client: HTTPScrapeClient | None = None,
+        *,
+        clock: Callable[[], float],
+        port: int = METRICS_PORT,
+        mesh_mode: str = "auto",
+        use_passthrough_lb: bool = False,
+        service_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.host = f"{scrape_target}.{namespace}"
+        self.url = service_url if service_url is not None else f"http://{self.host}:{port}/metrics"
+        self.pods = pods
+        self.direct_client = direct_client
+        self.mesh_client = mesh_client if mesh_client is not None else direct_client
+        self.clock = clock
+        self.port = port
+        self.mesh_mode = mesh_mode
+        self.use_passthrough_lb = use_passthrough_lb
+        self.pods_addressable = mesh_mode != "enabled"
+        self._rng = rng if rng is not None else random.Random()
+
+    async def scrape(self, window: float) -> Stat | None:
+        if self.pods_addressable or self.use_passthrough_lb:
+            try:
+                return await self._scrape_pods(window)
+            except DirectScrapingNotAvailableError:
+                if self.use_passthrough_lb or self.mesh_mode == "disabled":
+                    raise
+            # Only mesh-like failures (all 502/503): fall back to scraping the service.
+        try:
+            ready = self.pods.ready_count()
+        except Exception as exc:
+            raise ScrapeError("failed to get endpoints") from exc
+        if ready == 0:
+            return None
+        stat = await self._scrape_service(window, ready)
+        if self.pods_addressable:
+            logger.info("direct pod scraping off, service scraping on", extra={"knative.dev/key": self.host})
+            self.pods_addressable = False
+        return stat
+
+    async def _scrape_pods(self, window: float) -> Stat | None:
+        old, young = self.pods.pod_ips_split_by_age(window, self.clock())
+        total = len(old) + len(young)
+        if total == 0:
+            return None  # scaled to zero: no stat, no error
+        sample = population_mean_sample_size(total)
+        # Not enough old pods: all old ones are used, pick the rest among shuffled young ones.
+        # Otherwise pick among shuffled old ones; young ones stay as backups.
+        if len(old) < sample:
+            young = young[:]
+            self._rng.shuffle(young)
+        else:
+            old = old[:]
+            self._rng.shuffle(old)
+        candidates = old + young
+        headers = {"Knative-Direct-Lb": "true", "Host": self.host} if self.use_passthrough_lb else None
+
+        results: list[Stat] = []
+        next_index = 0
+        saw_non_mesh = False
+
+        async def worker() -> None:
+            nonlocal next_index, saw_non_mesh
+            while True:
+                if next_index >= len(candidates):
+                    raise PodsExhaustedError()
+                ip = candidates[next_index]
+                next_index += 1
+                try:
+                    results.append(
+                        await self.direct_client.scrape(f"http://{ip}:{self.port}/metrics", headers)
+                    )
+                    return
+                except ScrapeError as exc:
+                    if not exc.might_be_mesh:
+                        saw_non_mesh = True
+                    logger.info("failed scraping pod %s: %s", ip, exc, extra={"knative.dev/key": self.host})
+
+        failed = await _run_workers(worker, sample)
+        if failed:
+            if results:
+                logger.warning("too many pods failed scraping for meaningful interpolation")
+                raise PodsExhaustedError()
+            if saw_non_mesh:
+                logger.warning("0 pods scraped, but did not see a mesh-related error")
+                raise PodsExhaustedError()
+            logger.warning("0 pods were successfully scraped out of %d", len(candidates))
+            raise DirectScrapingNotAvailableError()
+        return _extrapolate(results, sample, total)
+
+    async def _scrape_service(self, window: float, ready: int) -> Stat:
+        sample = population_mean_sample_size(ready)
+        old_stats: list[Stat] = []
+        young_stats: list[Stat] = []
+        seen: set[str] = set()
+
+        async def worker() -> None:
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    stat = await self.mesh_client.scrape(self.url)
+                    if stat.pod_name in seen:
+                        raise ScrapeError("did not receive stat from an unscraped pod")
+                    seen.add(stat.pod_name)
+                except ScrapeError:
+                    if tries >= SCRAPER_MAX_RETRIES:
+                        raise
+                    continue
+                if stat.process_uptime >= window:
+                    old_stats.append(stat)
+                    return
+                if len(young_stats) >= sample:
+                    return
+                young_stats.append(stat)
+
+        errors = await _run_workers_collect(worker, sample)
+        if errors:
+            unseen = all(str(e) == "did not receive stat from an unscraped pod" for e in errors)
+            if not unseen or len(old_stats) + len(young_stats) < sample:
+                raise ScrapeError(f"unsuccessful scrape, sampleSize={sample}: {errors[0]}")
+        # Old pods are preferred; young ones only fill up to the sample size.
+        picked = old_stats + young_stats[: max(0, sample - len(old_stats))]
+        return _extrapolate(picked, sample, ready)
+
+
+async def _run_workers(worker: Callable[[], Awaitable[None]], count: int) -> bool:
+    """Runs `count` workers; on the first failure cancels the rest (Go's errgroup context).
+
+    Returns True if any worker failed.
+    """
+    if count == 1:
+        try:
+            await worker()
+        except ScrapeError:
+            return True
+        return False
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        raise
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    failed = False
+    for t in done:
+        exc = t.exception()
+        if exc is not None:
+            if not isinstance(exc, ScrapeError):
+                raise exc
+            failed = True
+    return failed or bool(pending)
+
+
+async def _run_workers_collect(worker: Callable[[], Awaitable[None]], count: int) -> list[BaseException]:
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    errors: list[BaseException] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, ScrapeError):
+                raise outcome
+            errors.append(outcome)
+    return errors

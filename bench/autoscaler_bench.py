@@ -1,0 +1,192 @@
+"""Autoscaler tick cost: CPU per decision tick and memory as revisions and pods grow (issue 4).
+
+Two measurements, both as CPU seconds per wall second of simulated operation:
+
+  decide  pure: every second, record one scraped stat and one activator stat per revision into the
+          collector, then evaluate every decider (twice as often as Knative's 2 s tick). Fake clock,
+          no I/O; decisions are the same code the table tests check.
+  scrape  real sockets: every revision's pods (1..10 each) are fake stat endpoints served by a
+          separate process on 127.0.x.y:<port>; the collector scrapes each revision every second
+          (sample-size formula, extrapolation) and the deciders tick. Only this process's CPU is
+          counted (the fake endpoints run in the child).
+
+Usage:
+  python bench/autoscaler_bench.py decide --revisions 10 100 1000 --pods 10
+  python bench/autoscaler_bench.py scrape --revisions 10 100 1000 --pods 10 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoscaler.collector import MetricCollector
+from autoscaler.resources import DeciderSpec, MetricSpec
+from autoscaler.scaling import MultiScaler
+from autoscaler.scraper import HTTPScrapeClient, ServiceScraper, StaticPods
+from sluice.wire import Stat
+
+SPEC = DeciderSpec(
+    max_scale_up_rate=1000.0,
+    max_scale_down_rate=2.0,
+    scaling_metric="concurrency",
+    target_value=70.0,
+    total_value=100.0,
+    target_burst_capacity=211.0,
+    activator_capacity=100.0,
+    panic_threshold=2.0,
+    stable_window=60.0,
+    scale_down_delay=0.0,
+    initial_scale=1,
+    activation_scale=0,
+    reachable=True,
+)
+METRIC = MetricSpec(stable_window=60.0, panic_window=6.0, scrape_target="private")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bench_decide(revisions: int, pods: int, seconds: int) -> dict[str, float]:
+    clock = Clock(1_700_000_000.0)
+    collector = MetricCollector(clock)
+    multi = MultiScaler(collector, lambda ns, name: pods, clock, tick_interval=1.0)
+    tracemalloc.start()
+    keys = []
+    for i in range(revisions):
+        name = f"rev-{i}"
+        collector.create_or_update("bench", name, METRIC)
+        multi.create("bench", name, SPEC)
+        keys.append(f"bench/{name}")
+    scraped = Stat(pod_name="service-scraper", average_concurrent_requests=pods * 50.0, request_count=pods * 80.0)
+    activator = Stat(pod_name="activator", average_concurrent_requests=3.0, request_count=4.0)
+    # Warm up a full stable window so averages run over full rings.
+    for _ in range(60):
+        clock.now += 1.0
+        for key in keys:
+            collector.record(key, clock.now, scraped)
+    gc.collect()
+    start = time.process_time()
+    for _ in range(seconds):
+        clock.now += 1.0
+        for key in keys:
+            collector.record(key, clock.now, scraped)
+            activator.timestamp = 0
+            collector.record_wire_stat(key, activator)
+        multi.tick_due(clock.now)
+    cpu = time.process_time() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    desired = {multi.get("bench", f"rev-{i}").status.desired_scale for i in range(revisions)}  # type: ignore[union-attr]
+    # Expected per revision: stable = pods x 50 + 3 -> ceil((50 p + 3) / 70)
+    return {"cpu_per_second": cpu / seconds, "peak_mib": peak / 2**20, "desired": float(min(desired))}
+
+
+FAKE_SERVER = r"""
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+from sluice.wire import Stat, encode_stat
+body = encode_stat(Stat(pod_name="p", average_concurrent_requests=50.0, request_count=80.0, process_uptime=999.0))
+resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/protobuf\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t = t
+    def data_received(self, data):
+        self.t.write(resp * data.count(b"\r\n\r\n"))
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(P, "0.0.0.0", int(sys.argv[1]), backlog=4096)
+    print("ready", flush=True)
+    await asyncio.sleep(10**9)
+asyncio.run(main())
+"""
+
+
+def _pod_ip(n: int) -> str:
+    return f"127.0.{n // 250 + 1}.{n % 250 + 2}"
+
+
+def bench_scrape(revisions: int, pods: int, seconds: int, port: int) -> dict[str, float]:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    root = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port), root], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        return asyncio.run(_bench_scrape(revisions, pods, seconds, port))
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def _bench_scrape(revisions: int, pods: int, seconds: int, port: int) -> dict[str, float]:
+    if True:
+        session = HTTPScrapeClient.create_session()
+        client = HTTPScrapeClient(session)
+        start_times = {}
+        pod_lists = {}
+        n = 0
+        for i in range(revisions):
+            key = f"bench/rev-{i}"
+            pod_lists[key] = [(_pod_ip(n + j), 0.0) for j in range(pods)]
+            n += pods
+            start_times[key] = 0.0
+
+        def factory(key: str, spec: MetricSpec) -> ServiceScraper:
+            return ServiceScraper(
+                "bench", spec.scrape_target, StaticPods(pod_lists[key]), client, clock=time.time, port=port
+            )
+
+        collector = MetricCollector(time.time, scraper_factory=factory)
+        multi = MultiScaler(collector, lambda ns, name: pods, time.time)
+        for i in range(revisions):
+            collector.create_or_update("bench", f"rev-{i}", METRIC)
+            multi.create("bench", f"rev-{i}", SPEC)
+        ticker = asyncio.ensure_future(multi.run(0.1))
+        await asyncio.sleep(3.0)  # connections established, loops in phase
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        ticker.cancel()
+        errors = sum(1 for i in range(revisions) if collector.collection(f"bench/rev-{i}").last_error)  # type: ignore[union-attr,misc]
+        desired = {multi.get("bench", f"rev-{i}").status.desired_scale for i in range(revisions)}  # type: ignore[union-attr]
+        await collector.close()
+        await session.close()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"cpu_per_second": cpu / wall, "rss_mib": rss, "errors": float(errors), "desired": float(min(desired))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["decide", "scrape"])
+    ap.add_argument("--revisions", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--pods", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--port", type=int, default=19090 + os.getpid() % 1000)
+    args = ap.parse_args()
+    for r in args.revisions:
+        if args.mode == "decide":
+            res = bench_decide(r, args.pods, args.seconds)
+        else:
+            res = bench_scrape(r, args.pods, args.seconds, args.port)
+        print(
+            f"{args.mode} revisions={r:5d} pods/rev={args.pods:2d} " + " ".join(f"{k}={v:.4g}" for k, v in res.items())
+        )
+
+
+if __name__ == "__main__":
+    main()
