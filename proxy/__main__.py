@@ -21,8 +21,12 @@ from sluice.wire import Stat, encode_stat
 from .config import QueueProxyConfig
 from .drain import Drainer
 from .handler import WATCHED_HEADERS, QueueProxy
+from .observability import ObservabilityConfig
+from .observer import QueueProxyObserver
+from .prometheus import CONTENT_TYPE, QueueProxyMetrics
 from .readiness import ReadinessProber, parse_readiness_probes
-from .servers import AdminHandler, StatsHandler
+from .requestlog import RequestLogRevision, RequestLogTemplate
+from .servers import AdminHandler, PrometheusHandler, StatsHandler
 
 log = logging.getLogger("queueproxy")
 
@@ -31,9 +35,39 @@ _DRAIN_RESET_AFTER = 1.0
 _STATS_PERIOD = 1.0
 
 
+def build_observer(cfg: QueueProxyConfig, obs: ObservabilityConfig) -> QueueProxyObserver | None:
+    """Request logs and :9091 metrics, or None when neither is configured (§2.10)."""
+    metrics = QueueProxyMetrics(queue_depth=cfg.container_concurrency > 0) if obs.prometheus_address() else None
+    template = RequestLogTemplate.parse(obs.request_log_template) if obs.request_log_enabled else None
+    if metrics is None and template is None:
+        return None
+    revision = RequestLogRevision(
+        name=cfg.serving_revision,
+        namespace=cfg.serving_namespace,
+        service=cfg.serving_service,
+        configuration=cfg.serving_configuration,
+        pod_name=cfg.serving_pod,
+        pod_ip=cfg.serving_pod_ip,
+    )
+    return QueueProxyObserver(
+        metrics,
+        template,
+        revision,
+        log_probes=obs.enable_probe_request_log,
+        has_breaker=cfg.container_concurrency > 0,
+    )
+
+
 class QueueProxyProcess:
-    def __init__(self, cfg: QueueProxyConfig, prober: ReadinessProber | None) -> None:
+    def __init__(
+        self,
+        cfg: QueueProxyConfig,
+        prober: ReadinessProber | None,
+        obs: ObservabilityConfig | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.obs = obs or ObservabilityConfig()
+        self.observer = build_observer(cfg, self.obs)
         self.started = time.monotonic()
         self.drainer = Drainer(cfg.drain_quiet_period)
         cc = cfg.container_concurrency
@@ -47,12 +81,17 @@ class QueueProxyProcess:
             idle_timeout=float(cfg.revision_idle_timeout_seconds),
             drainer=self.drainer,
             readiness=prober,
+            observer=self.observer,
         )
         self.main_server = HttpServer(self.handler, watch=WATCHED_HEADERS)
         self.stats = StatsHandler()
         self.stats.body = encode_stat(Stat(pod_name=cfg.serving_pod))  # before the first tick
         self.stats_server = HttpServer(self.stats)
         self.admin_server = HttpServer(AdminHandler(self.wait_for_drain))
+        self.user_metrics_server: HttpServer | None = None
+        if self.observer is not None and self.observer.metrics is not None:
+            registry = self.observer.metrics.registry
+            self.user_metrics_server = HttpServer(PrometheusHandler(registry.render, CONTENT_TYPE.encode()))
         self.sigterm = asyncio.Event()
         self.stopped = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -66,6 +105,11 @@ class QueueProxyProcess:
             await self.main_server.listen(host, cfg.queue_serving_tls_port, ssl=tls)
         await self.admin_server.listen(host, cfg.admin_port)
         await self.stats_server.listen(host, cfg.metrics_port)
+        address = self.obs.prometheus_address()
+        if self.user_metrics_server is not None and address is not None:
+            metrics_host = address[0] or host
+            port = cfg.user_metrics_port if cfg.user_metrics_port is not None else address[1]
+            await self.user_metrics_server.listen(metrics_host, port)
         loop = asyncio.get_running_loop()
         self._tick_handle = loop.call_at(loop.time() + _STATS_PERIOD, self._tick)
         log.info(
@@ -135,7 +179,9 @@ class QueueProxyProcess:
         """Stops at once, without draining (tests and failed starts)."""
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        for server in (self.main_server, self.admin_server, self.stats_server):
+        for server in (self.main_server, self.admin_server, self.stats_server, self.user_metrics_server):
+            if server is None:
+                continue
             server.stop_accepting()
             for conn in list(server.connections):
                 conn.close()
@@ -159,12 +205,14 @@ class QueueProxyProcess:
             self._tick_handle.cancel()
         await self.admin_server.shutdown(timeout=1.0)
         await self.stats_server.shutdown(timeout=1.0)
+        if self.user_metrics_server is not None:
+            await self.user_metrics_server.shutdown(timeout=1.0)
         self.pool.close()
         self.stopped.set()
 
 
-async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None) -> int:
-    proc = QueueProxyProcess(cfg, prober)
+async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None, obs: ObservabilityConfig) -> int:
+    proc = QueueProxyProcess(cfg, prober, obs)
     try:
         await proc.start()
     except OSError as exc:
@@ -189,6 +237,9 @@ def main() -> None:
     try:
         cfg = QueueProxyConfig.from_env(os.environ)
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
+        obs = ObservabilityConfig.from_json(cfg.observability_config)
+        if obs.request_log_enabled:
+            RequestLogTemplate.parse(obs.request_log_template)  # a bad template stops the start
     except (ConfigError, ValueError) as exc:
         print(f"sluice-queue-proxy: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -201,8 +252,8 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
-        sys.exit(asyncio.run(serve(cfg, prober)))
-    sys.exit(uvloop.run(serve(cfg, prober)))
+        sys.exit(asyncio.run(serve(cfg, prober, obs)))
+    sys.exit(uvloop.run(serve(cfg, prober, obs)))
 
 
 if __name__ == "__main__":

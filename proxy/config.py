@@ -45,7 +45,7 @@ class QueueProxyConfig:
     bind_host: str
     admin_port: int
     metrics_port: int
-    user_metrics_port: int
+    user_metrics_port: int | None  # METRICS_PROMETHEUS_PORT override of the 9091 listener
     drain_quiet_period: float
     shutdown_in_flight_timeout: float
     cert_dir: str
@@ -87,7 +87,7 @@ class QueueProxyConfig:
             bind_host=r.str("SLUICE_BIND_HOST", "0.0.0.0"),
             admin_port=r.port("SLUICE_ADMIN_PORT", 8022),
             metrics_port=r.port("SLUICE_METRICS_PORT", 9090),
-            user_metrics_port=r.port("METRICS_PROMETHEUS_PORT", 9091),
+            user_metrics_port=r.port("METRICS_PROMETHEUS_PORT") if "METRICS_PROMETHEUS_PORT" in environ else None,
             drain_quiet_period=r.float("SLUICE_DRAIN_QUIET_PERIOD", 30.0, minimum=0.0),
             shutdown_in_flight_timeout=r.float("SLUICE_SHUTDOWN_IN_FLIGHT_TIMEOUT", 60.0, minimum=0.0),
             cert_dir=r.str("SLUICE_CERT_DIR", "/var/lib/knative/certs"),

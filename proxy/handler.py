@@ -65,6 +65,7 @@ class RequestObserver(Protocol):
     """Per-request hooks for metrics and request logs (kept off the proxy's core)."""
 
     def on_request_done(self, ex: Exchange, latency: float, queue_wait: float, queue_depth: int) -> None: ...
+    def on_probe_done(self, ex: Exchange, latency: float) -> None: ...
 
 
 def forwarded_shim(xff: bytes, xfp: bytes, xfh: bytes) -> bytes:
@@ -128,9 +129,11 @@ class QueueProxy:
         network_probe = watched.get(b"k-network-probe")
         if ua.startswith(_HEALTH_UAS):
             self._health_check(ex, network_probe)
+            self._probe_answered(ex)
             return
         if network_probe == b"probe":
             self._network_probe(ex)
+            self._probe_answered(ex)
             return
         self.drainer.touch()
         _Request(self, ex).begin()
@@ -166,6 +169,12 @@ class QueueProxy:
             ex.respond_text(200, b"queue")
         else:
             ex.respond_text(503, b"")
+        self._probe_answered(ex)
+
+    def _probe_answered(self, ex: Exchange) -> None:
+        observer = self.observer
+        if observer is not None and ex.response_done:
+            observer.on_probe_done(ex, self.clock() - ex.start_time)
 
     def _network_probe(self, ex: Exchange) -> None:
         if self.drainer.draining:

@@ -81,6 +81,7 @@ class Exchange:
         "_body_sink",
         "_head",
         "aborted",
+        "body_bytes",
         "body_done",
         "chunked_request",
         "conn",
@@ -129,6 +130,7 @@ class Exchange:
         # 0 = Content-Length, 1 = chunked, 2 = until close, 3 = no body
         self.response_mode = 0
         self.status = 0
+        self.body_bytes = 0  # response body bytes relayed (request logs' Response.Size)
         self.producer: Producer | None = None
         self.on_abort: Callable[[], None] | None = None
         self.aborted = False
@@ -274,6 +276,7 @@ class Exchange:
         if self.aborted or self.response_done or not data:
             return
         self.last_write = time.monotonic()
+        self.body_bytes += len(data)
         mode = self.response_mode
         head = self._head
         if head:
@@ -435,7 +438,8 @@ class ServerConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             status, message = self._parse_error or (400, _parser_error_text(exc))
             self._fail_parse(status, message)
-            return
+            # Requests parsed before the bad bytes are still answered, in order; the
+            # error response follows them (exchange_done writes it).
         parsing = self.parsing
         if parsing is not None and not parsing.method and self._header_deadline is None and not self.closed:
             self._arm_header_deadline()

@@ -6,6 +6,7 @@ import pytest
 
 from proxy.__main__ import QueueProxyProcess
 from proxy.config import QueueProxyConfig
+from proxy.observability import ObservabilityConfig
 from proxy.readiness import ReadinessProber, parse_readiness_probes
 from tests.support import qp_env
 
@@ -20,7 +21,8 @@ async def make_qp() -> AsyncIterator[MakeQP]:
     async def make(user_port: int, **env: str) -> QueueProxyProcess:
         cfg = QueueProxyConfig.from_env(qp_env(user_port, **env))
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
-        proc = QueueProxyProcess(cfg, ReadinessProber(probes) if probes else None)
+        obs = ObservabilityConfig.from_json(cfg.observability_config)
+        proc = QueueProxyProcess(cfg, ReadinessProber(probes) if probes else None, obs)
         await proc.start()
         procs.append(proc)
         return proc

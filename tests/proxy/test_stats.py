@@ -9,8 +9,8 @@ from proxy.stats import RequestStats
 
 def test_time_weighted_average_over_a_window() -> None:
     s = RequestStats(now=0.0)
-    s.request_in(0.0, proxied=False)   # c=1 from 0.0
-    s.request_in(0.25, proxied=True)   # c=2, p=1 from 0.25
+    s.request_in(0.0, proxied=False)  # c=1 from 0.0
+    s.request_in(0.25, proxied=True)  # c=2, p=1 from 0.25
     s.request_out(0.75, proxied=True)  # c=1, p=0 from 0.75
     r = s.report(1.0)
     # area_c = 1*0.25 + 2*0.5 + 1*0.25 = 1.5 over 1 s; area_p = 1*0.5

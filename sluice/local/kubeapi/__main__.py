@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .crd import CRDError
 from .embedded import EmbeddedAPIServer
+from .tls import TLSError
 
 
 class _JSONFormatter(logging.Formatter):
@@ -20,8 +21,7 @@ class _JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "severity": record.levelname,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -44,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CRD YAML file or directory (repeatable); default: the Knative CRDs",
     )
     p.add_argument("--token", default=None, help="bearer token (default: random, kept in --data-dir)")
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="serve plain http (kubectl will not send the token; kubernetes-asyncio will)",
+    )
+    p.add_argument("--tls-cert", type=Path, default=None, help="serving certificate (default: self-signed)")
+    p.add_argument("--tls-key", type=Path, default=None, help="key of --tls-cert")
     p.add_argument("--watch-history", type=int, default=10_000, help="events kept for watch resume")
     return p.parse_args(argv)
 
@@ -56,6 +63,9 @@ async def _run(args: argparse.Namespace) -> None:
         crd_paths=args.crd,
         token=args.token,
         history_size=args.watch_history,
+        tls=not args.insecure_http,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     await server.start()
     if args.kubeconfig:
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         asyncio.run(_run(args))
-    except CRDError as e:
+    except (CRDError, TLSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

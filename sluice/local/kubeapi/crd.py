@@ -57,9 +57,7 @@ def types_from_crd(crd: dict[str, Any], source: str = "<crd>") -> list[ResourceT
         }
         problems = check_structural(schema)
         if problems:
-            raise CRDError(
-                f"{source}: version {v.get('name')}: schema is not structural: {'; '.join(problems)}"
-            )
+            raise CRDError(f"{source}: version {v.get('name')}: schema is not structural: {'; '.join(problems)}")
         sub = v.get("subresources") or {}
         out.append(
             ResourceType(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import ssl
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +21,7 @@ from .persistence import SQLiteBackend
 from .resources import Registry, default_registry
 from .server import KubeAPIApp
 from .store import Store
+from .tls import ensure_self_signed, server_context
 
 log = logging.getLogger("sluice.kubeapi")
 
@@ -51,6 +55,9 @@ class EmbeddedAPIServer:
         token: str | None = None,
         history_size: int = 10_000,
         bookmark_interval: float = 60.0,
+        tls: bool = True,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -64,6 +71,9 @@ class EmbeddedAPIServer:
         self.token = token or self._load_or_make_token()
         self._history_size = history_size
         self._bookmark_interval = bookmark_interval
+        self.tls = tls
+        self._tls_files = (Path(tls_cert), Path(tls_key)) if tls_cert and tls_key else None
+        self._tmpdir: str | None = None
         self._runner: web.AppRunner | None = None
         self._app: KubeAPIApp | None = None
         self.store: Store | None = None
@@ -89,7 +99,24 @@ class EmbeddedAPIServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self._port}"
+
+    @property
+    def ca_cert(self) -> bytes | None:
+        """PEM of the serving certificate (self-signed: it is its own CA), or None without TLS."""
+        return self._tls_files[0].read_bytes() if self.tls and self._tls_files else None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        if self._tls_files is None:
+            if self.data_dir is not None:
+                directory = self.data_dir
+            else:
+                self._tmpdir = tempfile.mkdtemp(prefix="sluice-kubeapi-")
+                directory = Path(self._tmpdir)
+            self._tls_files = ensure_self_signed(directory, self.host)
+        return server_context(*self._tls_files)
 
     async def start(self) -> None:
         backend = SQLiteBackend(self.data_dir) if self.data_dir is not None else None
@@ -98,11 +125,9 @@ class EmbeddedAPIServer:
         self._ensure_namespaces(INITIAL_NAMESPACES)
         self.ops.gc.scan()
         self._app = KubeAPIApp(self.ops, self.token, bookmark_interval=self._bookmark_interval)
-        self._runner = web.AppRunner(
-            self._app.build(), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
+        self._runner = web.AppRunner(self._app.build(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._port)
+        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._ssl_context())
         await site.start()
         server = getattr(site, "_server", None)
         sockets: Iterable[Any] = getattr(server, "sockets", None) or ()
@@ -128,9 +153,13 @@ class EmbeddedAPIServer:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            self._tls_files = None
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        return write_kubeconfig(path, self.url, self.token, namespace)
+        return write_kubeconfig(path, self.url, self.token, namespace, ca_cert=self.ca_cert)
 
     async def __aenter__(self) -> EmbeddedAPIServer:
         await self.start()

@@ -7,7 +7,7 @@ kube-apiserver does (k8s.io/apimachinery/pkg/api/errors).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,7 +29,7 @@ class APIError(Exception):
     code: int
     reason: str
     message: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}: {self.message}"
@@ -44,7 +44,7 @@ class APIError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
-        if self.details:
+        if self.details is not None:
             out["details"] = self.details
         return out
 
@@ -122,8 +122,7 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> APIError:
     return APIError(
         415,
         "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types include: "
-        f"{', '.join(accepted)}",
+        f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
     )
 
 

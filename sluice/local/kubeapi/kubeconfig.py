@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -11,28 +12,33 @@ import yaml
 CONTEXT = "sluice-local"
 
 
-def kubeconfig_dict(server: str, token: str, namespace: str = "default") -> dict[str, Any]:
+def kubeconfig_dict(
+    server: str, token: str, namespace: str = "default", ca_cert: bytes | None = None
+) -> dict[str, Any]:
+    cluster: dict[str, Any] = {"server": server}
+    if ca_cert:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_cert).decode()
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CONTEXT, "cluster": {"server": server}}],
+        "clusters": [{"name": CONTEXT, "cluster": cluster}],
         "users": [{"name": CONTEXT, "user": {"token": token}}],
-        "contexts": [
-            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}
-        ],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
         "current-context": CONTEXT,
         "preferences": {},
     }
 
 
-def write_kubeconfig(path: str | Path, server: str, token: str, namespace: str = "default") -> Path:
+def write_kubeconfig(
+    path: str | Path, server: str, token: str, namespace: str = "default", ca_cert: bytes | None = None
+) -> Path:
     """Write atomically with mode 0600: the file holds the bearer token."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(kubeconfig_dict(server, token, namespace), f, sort_keys=False)
+        yaml.safe_dump(kubeconfig_dict(server, token, namespace, ca_cert), f, sort_keys=False)
     os.replace(tmp, p)
     return p
 

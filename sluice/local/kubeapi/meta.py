@@ -62,9 +62,7 @@ def generate_name_suffix() -> str:
 
 def validate_name(name: Any, dns_label: bool) -> list[Cause]:
     if not isinstance(name, str) or not name:
-        return [
-            Cause("FieldValueRequired", "Required value: name or generateName is required", "metadata.name")
-        ]
+        return [Cause("FieldValueRequired", "Required value: name or generateName is required", "metadata.name")]
     if dns_label:
         if len(name) > 63 or not _DNS1123_LABEL.match(name):
             return [
@@ -133,9 +131,7 @@ def validate_meta(meta: JSONObj) -> list[Cause]:
     if ann is not None:
         if not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values()):
             causes.append(
-                Cause(
-                    "FieldValueTypeInvalid", "Invalid value: must be a map of strings", "metadata.annotations"
-                )
+                Cause("FieldValueTypeInvalid", "Invalid value: must be a map of strings", "metadata.annotations")
             )
         else:
             for k in ann:
@@ -143,23 +139,17 @@ def validate_meta(meta: JSONObj) -> list[Cause]:
     for key in ("finalizers",):
         val = meta.get(key)
         if val is not None and (not isinstance(val, list) or not all(isinstance(x, str) for x in val)):
-            causes.append(
-                Cause("FieldValueTypeInvalid", "Invalid value: must be a list of strings", f"metadata.{key}")
-            )
+            causes.append(Cause("FieldValueTypeInvalid", "Invalid value: must be a list of strings", f"metadata.{key}"))
     refs = meta.get("ownerReferences")
     if refs is not None:
         if not isinstance(refs, list):
-            causes.append(
-                Cause("FieldValueTypeInvalid", "Invalid value: must be a list", "metadata.ownerReferences")
-            )
+            causes.append(Cause("FieldValueTypeInvalid", "Invalid value: must be a list", "metadata.ownerReferences"))
         else:
             for i, ref in enumerate(refs):
                 for req in ("apiVersion", "kind", "name", "uid"):
                     if not isinstance(ref, dict) or not ref.get(req):
                         causes.append(
-                            Cause(
-                                "FieldValueRequired", "Required value", f"metadata.ownerReferences[{i}].{req}"
-                            )
+                            Cause("FieldValueRequired", "Required value", f"metadata.ownerReferences[{i}].{req}")
                         )
     return causes
 

@@ -101,11 +101,7 @@ class Operations:
     def write(self, rt: ResourceType, obj: JSONObj) -> Stored:
         """Store `obj`, or remove it when it is being deleted and no finalizer is left."""
         meta = obj["metadata"]
-        if (
-            meta.get("deletionTimestamp")
-            and not meta.get("finalizers")
-            and not self._held_by_spec_finalizers(rt, obj)
-        ):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._held_by_spec_finalizers(rt, obj):
             ns, name = meta.get("namespace", ""), meta["name"]
             removed = self.store.remove(rt.group_resource, ns, name, final=obj)
             assert removed is not None
@@ -118,9 +114,7 @@ class Operations:
     @staticmethod
     def _held_by_spec_finalizers(rt: ResourceType, obj: JSONObj) -> bool:
         # Namespaces also wait on spec.finalizers ("kubernetes": the namespace controller).
-        return (
-            rt.group == "" and rt.plural == "namespaces" and bool((obj.get("spec") or {}).get("finalizers"))
-        )
+        return rt.group == "" and rt.plural == "namespaces" and bool((obj.get("spec") or {}).get("finalizers"))
 
     # ------------------------------------------------------------ reads
 
@@ -364,8 +358,7 @@ class Operations:
                 [
                     Cause(
                         "FieldValueNotSupported",
-                        f'Unsupported value: "{policy}": supported values: "Foreground", '
-                        '"Background", "Orphan"',
+                        f'Unsupported value: "{policy}": supported values: "Foreground", "Background", "Orphan"',
                         "propagationPolicy",
                     )
                 ],
@@ -384,11 +377,7 @@ class Operations:
             if graceful is not None:
                 return graceful
         finalizers: list[str] = list(meta.get("finalizers") or [])
-        if (
-            policy == "Foreground"
-            and "foregroundDeletion" not in finalizers
-            and self.store.dependents(meta["uid"])
-        ):
+        if policy == "Foreground" and "foregroundDeletion" not in finalizers and self.store.dependents(meta["uid"]):
             finalizers.append("foregroundDeletion")
         if policy == "Orphan" and "orphan" not in finalizers and self.store.dependents(meta["uid"]):
             finalizers.append("orphan")
@@ -442,9 +431,7 @@ class Operations:
             selector = selector_to_string(selector)
         meta = s.meta
         scale_meta = {
-            k: meta[k]
-            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if k in meta
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
         }
         status: JSONObj = {"replicas": _dig(s.obj, paths.status_replicas) or 0}
         if selector:

@@ -41,8 +41,7 @@ class SQLiteBackend:
     def put(self, group: str, resource: str, namespace: str, name: str, rv: int, body: bytes) -> None:
         with self._tx():
             self._db.execute(
-                "INSERT OR REPLACE INTO objects (grp, resource, namespace, name, rv, body) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO objects (grp, resource, namespace, name, rv, body) VALUES (?,?,?,?,?,?)",
                 (group, resource, namespace, name, rv, body),
             )
             self._db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('rv', ?)", (str(rv),))

@@ -167,9 +167,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         singular="endpointslice",
         allow_create_on_update=True,
     ),
-    ResourceType(
-        "coordination.k8s.io", "v1", "leases", "Lease", singular="lease", allow_create_on_update=True
-    ),
+    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", singular="lease", allow_create_on_update=True),
 )
 
 

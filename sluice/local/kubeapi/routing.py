@@ -60,8 +60,6 @@ def parse_path(path: str, registry: Registry) -> Target | Discovery:
     sub = rest[2] if len(rest) > 2 else None
     if rt.namespaced and namespace is None and name is not None:
         raise errors.page_not_found()
-    if sub is not None and not (
-        (sub == "status" and rt.has_status) or (sub == "scale" and rt.scale is not None)
-    ):
+    if sub is not None and not ((sub == "status" and rt.has_status) or (sub == "scale" and rt.scale is not None)):
         raise errors.page_not_found()
     return Target(rt, namespace, name, sub, legacy_watch)

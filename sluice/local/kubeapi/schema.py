@@ -131,9 +131,7 @@ def _type_ok(value: Any, typ: str, schema: Schema) -> bool:
         if isinstance(value, bool):
             return False
         # A JSON number with an integral value ("1.0") decodes as an integer in the real server.
-        return isinstance(value, int) or (
-            isinstance(value, float) and math.isfinite(value) and value.is_integer()
-        )
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
     if typ == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     return True
@@ -194,8 +192,7 @@ def _validate(value: Any, schema: Schema, path: str, errs: list[Cause], root: bo
                 errs.append(
                     Cause(
                         "FieldValueInvalid",
-                        f"Invalid value: {len(value)}: {path} in body should have {word} "
-                        f"{schema[bound]} properties",
+                        f"Invalid value: {len(value)}: {path} in body should have {word} {schema[bound]} properties",
                         path,
                     )
                 )
@@ -227,11 +224,7 @@ def _value_checks(value: Any, schema: Schema, path: str, errs: list[Cause]) -> N
                 )
             )
         if "maxLength" in schema and len(value) > int(schema["maxLength"]):
-            errs.append(
-                Cause(
-                    "FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes", path
-                )
-            )
+            errs.append(Cause("FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes", path))
         if "minLength" in schema and len(value) < int(schema["minLength"]):
             errs.append(
                 Cause(
@@ -245,9 +238,7 @@ def _value_checks(value: Any, schema: Schema, path: str, errs: list[Cause]) -> N
         if "minimum" in schema:
             lo = schema["minimum"]
             if value < lo or (schema.get("exclusiveMinimum") is True and value == lo):
-                word = (
-                    "greater than" if schema.get("exclusiveMinimum") is True else "greater than or equal to"
-                )
+                word = "greater than" if schema.get("exclusiveMinimum") is True else "greater than or equal to"
                 errs.append(
                     Cause(
                         "FieldValueInvalid",
@@ -289,8 +280,7 @@ def _list_checks(value: list[Any], schema: Schema, path: str, errs: list[Cause])
         errs.append(
             Cause(
                 "FieldValueInvalid",
-                f"Invalid value: {len(value)}: {path} in body should have at least "
-                f"{schema['minItems']} items",
+                f"Invalid value: {len(value)}: {path} in body should have at least {schema['minItems']} items",
                 path,
             )
         )
@@ -343,8 +333,7 @@ def _combinators(value: Any, schema: Schema, which: str, path: str, errs: list[C
             errs.append(
                 Cause(
                     "FieldValueInvalid",
-                    f"Invalid value: {_show(value)}: {path} in body must validate "
-                    "one and only one schema (oneOf)",
+                    f"Invalid value: {_show(value)}: {path} in body must validate one and only one schema (oneOf)",
                     path,
                 )
             )

@@ -116,9 +116,7 @@ class KubeAPIApp:
         if request.path not in PUBLIC_PATHS:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
-            ):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
                 raise errors.unauthorized()
         return await handler(request)
 
@@ -165,9 +163,7 @@ class KubeAPIApp:
             "",
             "application/octet-stream",
         ):
-            raise errors.unsupported_media_type(
-                request.content_type, ["application/json", "application/yaml"]
-            )
+            raise errors.unsupported_media_type(request.content_type, ["application/json", "application/yaml"])
         return await self._decode(request)
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
@@ -297,9 +293,7 @@ class KubeAPIApp:
         for s in res.items:
             current = self.ops.store.get(rt.group_resource, s.meta.get("namespace", ""), s.meta["name"])
             if current is not None:
-                deleted.append(
-                    self.ops.delete(rt, current.meta.get("namespace", ""), current.meta["name"], opts)
-                )
+                deleted.append(self.ops.delete(rt, current.meta.get("namespace", ""), current.meta["name"], opts))
         head = dumps(
             {
                 "kind": rt.list_kind,
@@ -307,9 +301,7 @@ class KubeAPIApp:
                 "metadata": {"resourceVersion": str(self.ops.store.rv)},
             }
         )
-        return _json_response(
-            b"".join((head[:-1], b',"items":[', b",".join(render(rt, s) for s in deleted), b"]}"))
-        )
+        return _json_response(b"".join((head[:-1], b',"items":[', b",".join(render(rt, s) for s in deleted), b"]}")))
 
     # ------------------------------------------------------------ watch
 
@@ -328,9 +320,7 @@ class KubeAPIApp:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         try:
-            watcher: Watcher | None = self.ops.watch(
-                rt, target.namespace, q.get("labelSelector", ""), fsel, rv
-            )
+            watcher: Watcher | None = self.ops.watch(rt, target.namespace, q.get("labelSelector", ""), fsel, rv)
         except APIError as e:
             if e.code != 410:
                 raise
@@ -363,9 +353,7 @@ class KubeAPIApp:
                 if bookmarks:
                     wait = min(wait, max(0.0, next_bookmark - now))
                 getter = asyncio.ensure_future(watcher.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, closing}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({getter, closing}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     if closing in done:

@@ -8,6 +8,7 @@ or a deep copy (`copy()`), which is what keeps list/watch of thousands of object
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import json
 from collections import deque
@@ -113,6 +114,7 @@ class TooOld(Exception):
 class Store:
     def __init__(self, backend: SQLiteBackend | None = None, history_size: int = 10_000) -> None:
         self._objects: dict[GroupResource, dict[ObjKey, Stored]] = {}
+        self._sorted: dict[GroupResource, list[ObjKey]] = {}
         self._uids: dict[str, tuple[GroupResource, ObjKey]] = {}
         self._dependents: dict[str, set[tuple[GroupResource, ObjKey]]] = {}
         self._history: deque[Event] = deque()
@@ -152,16 +154,24 @@ class Store:
                 out.append((gr, s))
         return out
 
-    def items(
-        self, gr: GroupResource, namespace: str | None, after: ObjKey | None = None
-    ) -> Iterator[Stored]:
+    def items(self, gr: GroupResource, namespace: str | None, after: ObjKey | None = None) -> Iterator[Stored]:
         """Objects in (namespace, name) order, optionally starting after a key (list paging)."""
         bucket = self._objects.get(gr, {})
-        keys = sorted(k for k in bucket if namespace is None or k[0] == namespace)
-        for k in keys:
-            if after is not None and k <= after:
-                continue
-            yield bucket[k]
+        keys = self._sorted.get(gr)
+        if keys is None:
+            # Sorted once and reused until an object is added or removed (updates keep keys).
+            keys = self._sorted[gr] = sorted(bucket)
+        start = 0
+        if namespace is not None:
+            start = bisect.bisect_left(keys, (namespace, ""))
+        if after is not None:
+            start = max(start, bisect.bisect_right(keys, after))
+        for k in keys[start:]:
+            if namespace is not None and k[0] != namespace:
+                break
+            s = bucket.get(k)
+            if s is not None:
+                yield s
 
     def count(self, gr: GroupResource) -> int:
         return len(self._objects.get(gr, {}))
@@ -176,15 +186,20 @@ class Store:
         return self.rv
 
     def _index(self, gr: GroupResource, key: ObjKey, s: Stored) -> None:
-        self._objects.setdefault(gr, {})[key] = s
+        bucket = self._objects.setdefault(gr, {})
+        if key not in bucket:
+            self._sorted.pop(gr, None)
+        bucket[key] = s
         uid = s.meta.get("uid")
         if uid:
             self._uids[uid] = (gr, key)
         for ref in s.meta.get("ownerReferences") or ():
             self._dependents.setdefault(ref.get("uid", ""), set()).add((gr, key))
 
-    def _unindex(self, gr: GroupResource, key: ObjKey, s: Stored) -> None:
-        self._objects.get(gr, {}).pop(key, None)
+    def _unindex(self, gr: GroupResource, key: ObjKey, s: Stored, replacing: bool = False) -> None:
+        if not replacing:
+            self._objects.get(gr, {}).pop(key, None)
+            self._sorted.pop(gr, None)
         uid = s.meta.get("uid")
         if uid and self._uids.get(uid) == (gr, key):
             del self._uids[uid]
@@ -210,14 +225,12 @@ class Store:
                 self.rv -= 1
                 raise
         if prev is not None:
-            self._unindex(gr, key, prev)
+            self._unindex(gr, key, prev, replacing=True)
         self._index(gr, key, s)
         self._emit(Event("MODIFIED" if prev is not None else "ADDED", gr, key[0], s, prev))
         return s
 
-    def remove(
-        self, gr: GroupResource, namespace: str, name: str, final: JSONObj | None = None
-    ) -> Stored | None:
+    def remove(self, gr: GroupResource, namespace: str, name: str, final: JSONObj | None = None) -> Stored | None:
         """Delete an object; `final` is its last state when the deletion is an update (the last
         finalizer removed), otherwise the stored state is what the DELETED event shows."""
         prev = self._objects.get(gr, {}).get((namespace, name))

@@ -25,8 +25,7 @@ def check_type_meta(rt: ResourceType, body: Any) -> JSONObj:
     api_version, kind = body.get("apiVersion"), body.get("kind")
     if api_version and api_version != rt.api_version:
         raise bad_request(
-            f"the API version in the data ({api_version}) does not match the expected API version "
-            f"({rt.api_version})"
+            f"the API version in the data ({api_version}) does not match the expected API version ({rt.api_version})"
         )
     if kind and kind != rt.kind:
         raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
@@ -95,9 +94,7 @@ def _builtin_causes(rt: ResourceType, obj: JSONObj) -> list[Cause]:
                 )
             )
         elif replicas is not None and not isinstance(replicas, int):
-            causes.append(
-                Cause("FieldValueTypeInvalid", "Invalid value: must be an integer", "spec.replicas")
-            )
+            causes.append(Cause("FieldValueTypeInvalid", "Invalid value: must be an integer", "spec.replicas"))
     return causes
 
 
