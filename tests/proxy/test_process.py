@@ -72,8 +72,12 @@ async def test_probes_fail_after_sigterm_while_requests_still_work() -> None:
     async with raw_upstream(ok_app) as port:
         qp = QueueProxySubprocess(port, SLUICE_DRAIN_QUIET_PERIOD="2").start()
         qp.terminate()
-        await asyncio.sleep(0.3)
-        probe = await http_request(qp.port, get("/", {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"}))
+        kubelet = get("/", {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"})
+        for _ in range(100):  # until the signal has been handled
+            probe = await http_request(qp.port, kubelet)
+            if probe.status != 200:
+                break
+            await asyncio.sleep(0.05)
         assert (probe.status, probe.body) == (503, b"shutting down\n")
         assert (await http_request(qp.port, get("/"))).status == 200
         code, _ = await asyncio.to_thread(qp.wait, 20)
