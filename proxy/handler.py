@@ -294,23 +294,38 @@ class _Request:
     def _forward(self) -> None:
         ex = self.ex
         watched = ex.watched
+        if (
+            b"x-forwarded-for" not in watched
+            and b"x-forwarded-proto" not in watched
+            and b"x-forwarded-host" not in watched
+        ):
+            # The common case: X-Forwarded-For is just the client, no shim needed.
+            extra = ex.conn.xff_line
+        else:
+            extra = self._forwarded_headers()
+        head = build_request_head(ex, watched.get(b"k-original-host"), _DROP, extra)
+        self.forwarder = Forwarder(ex, self.qp.pool, head, self._forwarded)
+        self.forwarder.start()
+
+    def _forwarded_headers(self) -> bytes:
+        """X-Forwarded-For with the client appended (Go's reverse proxy), and the
+        `Forwarded` shim when the request had X-Forwarded-* but no Forwarded (§2.6)."""
+        ex = self.ex
+        watched = ex.watched
         extra = []
         xff = watched.get(b"x-forwarded-for")
         if b"forwarded" not in watched:
+            # Go reads the first X-Forwarded-For line here (Header.Get).
+            first_xff = ex.header(b"x-forwarded-for") or b""
             xfp = watched.get(b"x-forwarded-proto", b"")
             xfh = watched.get(b"x-forwarded-host", b"")
-            if xff or xfp or xfh:
-                # Go reads the first X-Forwarded-For line here (Header.Get).
-                first_xff = ex.header(b"x-forwarded-for") or b""
-                extra.append(b"Forwarded: " + forwarded_shim(first_xff, xfp, xfh) + b"\r\n")
+            extra.append(b"Forwarded: " + forwarded_shim(first_xff, xfp, xfh) + b"\r\n")
         client = ex.client_ip
         if client:
             xff = xff + b", " + client if xff else client
         if xff:
             extra.append(b"X-Forwarded-For: " + xff + b"\r\n")
-        head = build_request_head(ex, watched.get(b"k-original-host"), _DROP, b"".join(extra))
-        self.forwarder = Forwarder(ex, self.qp.pool, head, self._forwarded)
-        self.forwarder.start()
+        return b"".join(extra)
 
     def _forwarded(self, _forwarder: Forwarder) -> None:
         self._finish()

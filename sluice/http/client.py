@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import httptools
 
-from .headers import Header
+from .headers import ResponseHead, split_head
 
 __all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool"]
 
@@ -27,14 +27,12 @@ _FRAMING_NONE = 3
 
 
 class ResponseSink(Protocol):
-    def on_interim(self, status: int, headers: list[Header]) -> None: ...
-    def on_response_head(
-        self, status: int, reason: bytes, headers: list[Header], content_length: int | None, chunked: bool
-    ) -> None: ...
+    def on_interim(self, status: int, head: ResponseHead) -> None: ...
+    def on_response_head(self, status: int, reason: bytes, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
-    def on_response_end(self, trailers: list[Header]) -> None: ...
+    def on_response_end(self) -> None: ...
     def on_upstream_error(self, exc: BaseException) -> None: ...
-    def on_upgrade(self, status: int, reason: bytes, headers: list[Header], leftover: bytes) -> None: ...
+    def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None: ...
     def on_read_done(self) -> None: ...
     def pause_request_body(self) -> None: ...
     def resume_request_body(self) -> None: ...
@@ -47,12 +45,12 @@ class UpstreamClosed(ConnectionError):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_framing",
+        "_head",
         "_head_request",
-        "_headers",
-        "_reason",
+        "_rbuf",
+        "_reason_of_101",
         "_reset_parser",
         "_status",
-        "_trailers",
         "closed",
         "head_seen",
         "keep_alive",
@@ -77,9 +75,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_seen = False
         self.response_bytes = 0
         self._head_request = False
-        self._headers: list[Header] = []
-        self._trailers: list[Header] = []
-        self._reason = b""
+        # Bytes of the response head(s) not yet parsed into a ResponseHead: httptools
+        # frames the message, the raw head is filtered in one pass (no per-header calls).
+        self._rbuf = b""
+        self._head: ResponseHead | None = None
+        self._reason_of_101 = b""
         self._status = 0
         self._framing = _FRAMING_LENGTH
         self._reset_parser = False
@@ -90,10 +90,9 @@ class UpstreamConnection(asyncio.Protocol):
         """Sends a request head; the body (if any) follows with `write`/`end_body`."""
         self.sink = sink
         self._head_request = head_request
-        self._headers = []
-        self._trailers = []
+        self._rbuf = b""
+        self._head = None
         self._status = 0
-        self._reason = b""
         self.head_seen = False
         self.response_bytes = 0
         self.request_sent = not has_body
@@ -143,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.head_seen and self._framing == _FRAMING_EOF:
             # A response delimited by the connection closing is complete now.
-            sink.on_response_end([])
+            sink.on_response_end()
             return
         sink.on_upstream_error(exc or UpstreamClosed("EOF"))
 
@@ -156,6 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.response_bytes += len(data)
+        if not self.head_seen:
+            self._rbuf = self._rbuf + data if self._rbuf else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -210,45 +211,42 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _upgraded(self, leftover: bytes) -> None:
         sink, self.sink = self.sink, None
-        if sink is None or self._status != 101:
+        head = self._head
+        if sink is None or self._status != 101 or head is None:
             self.close()
             return
-        sink.on_upgrade(self._status, self._reason, self._headers, leftover)
+        sink.on_upgrade(self._status, self._reason_of_101, head, leftover)
 
     # ---- httptools callbacks ------------------------------------------------
 
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        target = self._trailers if self.head_seen else self._headers
-        target.append((name.lower(), name, value))
+    def _take_head(self) -> tuple[bytes, ResponseHead]:
+        """The next complete head in the read buffer (an interim one may precede the final)."""
+        buf = self._rbuf
+        end = buf.find(b"\r\n\r\n")
+        raw = buf[: end + 2] if end >= 0 else buf
+        self._rbuf = buf[end + 4 :] if end >= 0 else b""
+        reason, block = split_head(raw)
+        return reason, ResponseHead(block)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self._status = status
+        reason, head = self._take_head()
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): relay, then keep
             # parsing the same exchange (llhttp sees it as a message of its own).
-            headers, self._headers = self._headers, []
-            self._reason = b""
             if self.sink is not None:
-                self.sink.on_interim(status, headers)
+                self.sink.on_interim(status, head)
             return
         if status == 101:
+            self._head = head
+            self._reason_of_101 = reason
             return  # the upgrade surfaces as HttpParserUpgrade
         self.head_seen = True
+        self._rbuf = b""
         self.keep_alive = self.parser.should_keep_alive()
-        content_length: int | None = None
-        chunked = False
-        for lname, _raw, value in self._headers:
-            if lname == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    content_length = None
-            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
+        content_length = head.content_length
+        chunked = head.chunked
         if self._head_request or status in (204, 304):
             self._framing = _FRAMING_NONE
         elif chunked:
@@ -259,9 +257,11 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._framing = _FRAMING_EOF
             self.keep_alive = False
+        if chunked:
+            head.content_length = None
         sink = self.sink
         if sink is not None:
-            sink.on_response_head(status, self._reason, self._headers, content_length, chunked)
+            sink.on_response_head(status, reason, head)
         if self._head_request:
             # llhttp cannot be told that a HEAD response has no body; finish the
             # response here and start a fresh parser for the next one.
@@ -279,14 +279,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish(self) -> None:
         sink, self.sink = self.sink, None
-        trailers = self._trailers
         # Reusable only if both directions ended cleanly on a persistent connection.
         if self.keep_alive and self.request_sent and not self.closed:
             self.pool.release(self)
         else:
             self.close()
         if sink is not None:
-            sink.on_response_end(trailers)
+            sink.on_response_end()
 
 
 class DialPolicy:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import httptools
 
 from .client import DialError, UpstreamClosed, UpstreamConnection, UpstreamPool
-from .headers import HOP_BY_HOP, Header, connection_tokens
+from .headers import HOP_BY_HOP, Header, ResponseHead, connection_tokens
 from .server import Exchange
 
 __all__ = ["Forwarder", "build_request_head", "go_error_text", "header_block"]
@@ -237,18 +237,17 @@ class Forwarder:
 
     # ---- ResponseSink: the response towards the client ----------------------
 
-    def on_interim(self, status: int, headers: list[Header]) -> None:
-        self.ex.write_interim(status, header_block(headers))
+    def on_interim(self, status: int, head: ResponseHead) -> None:
+        self.ex.write_interim(status, head.block)
 
-    def on_response_head(
-        self, status: int, reason: bytes, headers: list[Header], content_length: int | None, chunked: bool
-    ) -> None:
+    def on_response_head(self, status: int, reason: bytes, head: ResponseHead) -> None:
         self.ex.start_response(
             status,
             reason or b"",
-            header_block(headers),
-            content_length,
+            head.block,
+            head.content_length,
             no_body=status in (204, 304),
+            has_date=head.has_date,
         )
 
     def on_response_body(self, data: bytes) -> None:
@@ -259,9 +258,9 @@ class Forwarder:
         # streaming response) must reach the client now, not with the first chunk.
         self.ex.flush()
 
-    def on_response_end(self, trailers: list[Header]) -> None:
+    def on_response_end(self) -> None:
         self.conn = None
-        self.ex.end(header_block(trailers) if trailers else b"")
+        self.ex.end()
         self._finish()
 
     def on_upstream_error(self, exc: BaseException) -> None:
@@ -290,16 +289,12 @@ class Forwarder:
             ex.abort()
         self._finish()
 
-    def on_upgrade(self, status: int, reason: bytes, headers: list[Header], leftover: bytes) -> None:
+    def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None:
         conn = self.conn
         ex = self.ex
         if conn is None:
             return
-        lines = [b"HTTP/1.1 101 ", reason or b"Switching Protocols", b"\r\n"]
-        for lname, name, value in headers:
-            if lname in (b"connection", b"upgrade") or lname not in HOP_BY_HOP:
-                lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
+        lines = [b"HTTP/1.1 101 ", reason or b"Switching Protocols", b"\r\n", head.block, head.upgrade_lines, b"\r\n"]
         # Both sockets now carry raw bytes; the exchange finishes when either closes.
         conn.tunnel = _TunnelEnd(self, ex)
         ex.upgrade_to_tunnel(b"".join(lines), conn)

@@ -33,6 +33,9 @@ _BLOCK_PIPELINE = 1  # requests queued behind the current one (answered in order
 _BLOCK_BODY = 2  # the body sink's destination is full
 _BLOCK_UPGRADE = 4  # an upgrade is being negotiated upstream
 
+# Request headers the connection itself acts on (framing and 100-continue).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+
 # Buffer at most this much request body before a sink is attached (breaker queue).
 _BODY_BUFFER_LIMIT = 64 * 1024
 
@@ -227,6 +230,7 @@ class Exchange:
         header_block: bytes,
         content_length: int | None,
         no_body: bool = False,
+        has_date: bool = False,
     ) -> None:
         """Writes the status line and headers; the body follows with `write` and `end`.
 
@@ -239,7 +243,7 @@ class Exchange:
         self.status = status
         self.last_write = time.monotonic()
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason), header_block]
-        if b"\ndate:" not in header_block.lower() and not header_block.lower().startswith(b"date:"):
+        if not has_date:  # Go's server adds Date when the handler did not
             parts.append(b"Date: " + http_date() + b"\r\n")
         if no_body or self.head_request:
             self.response_mode = 3
@@ -372,6 +376,7 @@ class ServerConnection(asyncio.Protocol):
         "transport",
         "tunnel_peer",
         "write_paused",
+        "xff_line",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -379,6 +384,7 @@ class ServerConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
+        self.xff_line = b""  # `X-Forwarded-For: <client>\r\n`, the common case, built once per connection
         self.parsing: Exchange | None = None
         self.current: Exchange | None = None
         self.pending: deque[Exchange] = deque()
@@ -399,6 +405,7 @@ class ServerConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.client_ip = str(peer[0]).encode()
+            self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -495,27 +502,29 @@ class ServerConnection(asyncio.Protocol):
         if lname in self.server.watch:
             prior = ex.watched.get(lname)
             ex.watched[lname] = value if prior is None else prior + b", " + value
-        if lname == b"expect":
-            ex.expect_continue = value.lower() == b"100-continue"
+        if lname in _FRAMING:
+            if lname == b"content-length":
+                try:
+                    ex.content_length = int(value)
+                except ValueError:
+                    ex.content_length = None
+            elif lname == b"transfer-encoding":
+                ex.chunked_request = b"chunked" in value.lower()
+            else:
+                ex.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
         assert ex is not None
         parser = self.parser
         ex.method = parser.get_method()
-        ex.version = parser.get_http_version().encode()
+        version = parser.get_http_version()
+        ex.version = b"1.1" if version == "1.1" else version.encode()
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
         ex.head_request = ex.method == b"HEAD"
-        for lname, _raw, value in ex.headers:
-            if lname == b"content-length":
-                try:
-                    ex.content_length = int(value)
-                except ValueError:
-                    ex.content_length = None
-            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                ex.chunked_request = True
-        self._cancel_header_deadline()
+        if self._header_deadline is not None:
+            self._cancel_header_deadline()
         self.pending.append(ex)
         if self.current is not None or len(self.pending) > 1:
             self.block_read(_BLOCK_PIPELINE)
