@@ -16,7 +16,7 @@ from typing import TypeVar
 
 _N = TypeVar("_N", int, float)
 
-__all__ = ["ConfigError", "Reader", "format_go_duration", "parse_go_bool", "parse_go_duration"]
+__all__ = ["ConfigError", "Reader", "cluster_domain", "format_go_duration", "parse_go_bool", "parse_go_duration"]
 
 
 class ConfigError(ValueError):
@@ -192,3 +192,24 @@ class Reader:
     def check(self) -> None:
         if self.problems:
             raise ConfigError(self.problems, self.source)
+
+
+def cluster_domain(environ: Mapping[str, str], resolv_conf: str = "/etc/resolv.conf") -> str:
+    """`CLUSTER_DOMAIN`, else the first resolv.conf search entry starting with `svc.`,
+    else `cluster.local` (CONTRACT.md conventions, knative.dev/pkg `network/domain.go`)."""
+    from pathlib import Path
+
+    explicit = environ.get("CLUSTER_DOMAIN", "")
+    if explicit:
+        return explicit.rstrip(".")
+    try:
+        text = Path(resolv_conf).read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "search":
+            for entry in fields[1:]:
+                if entry.startswith("svc."):
+                    return entry[4:].rstrip(".")
+    return "cluster.local"

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["DeadlineScanner", "HasDeadline"]
+from .server import Exchange
+
+__all__ = ["DeadlineScanner", "HasDeadline", "RequestTimeouts"]
 
 
 class HasDeadline(Protocol):
@@ -52,3 +55,35 @@ class DeadlineScanner:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimeouts:
+    """The three timers of Knative's timeout handler (CONTRACT.md §2.8), in seconds; 0 = off.
+
+    Shared by the queue-proxy and the activator, which apply the same rules."""
+
+    total: float = 0.0
+    response_start: float = 0.0
+    idle: float = 0.0
+
+    @property
+    def armed(self) -> bool:
+        return self.total > 0 or self.response_start > 0 or self.idle > 0
+
+    def expired(self, ex: Exchange, start: float, now: float) -> bool:
+        elapsed = now - start
+        if self.total > 0 and elapsed >= self.total:
+            return True
+        if ex.status == 101:
+            # An established tunnel: the 101 was the first write, and tunnelled bytes
+            # are not response writes, so only the total timeout applies from here.
+            return False
+        if self.response_start > 0 and not ex.response_started and elapsed >= self.response_start:
+            return True
+        if self.idle > 0:
+            # Before the first write, "last write" is infinitely old: the idle timer
+            # then acts as a start timeout too.
+            last = ex.last_write if ex.response_started else start
+            return now - last >= self.idle
+        return False
