@@ -13,5 +13,15 @@ Split by concern like Knative's `pkg/autoscaler`:
 - `bucket`       FNV-1a ring key -> bucket mapping and bucket names (§4.10)
 - `dropped`      counters for dropped stat payloads
 
-Nothing here talks to the Kubernetes API; the KPA reconciler wires these objects together.
+The Kubernetes-facing half (kubernetes-asyncio only):
+
+- `kube`           raw-JSON API calls, informers, the rate-limited work queue
+- `conditions`     Knative condition sets on status dicts (Ready, transition-time grooming)
+- `kpa`            pure KPA logic: scale-to-zero gate, SKS mode / activators, PA status (§4.3, §4.4)
+- `reconciler`     the KPA PodAutoscaler and Metric reconcilers
+- `podaccessor`    revision pods from the pod informer (§4.2, §4.8)
+- `prober`         the activator probe before scale to zero (§4.4)
+- `leaderelection` per-bucket Leases and bucket Service/EndpointSlice (§4.10)
+- `forwarder`      stats for buckets other replicas own (§4.9, §4.10)
+- `app`, `__main__` the process
 """

@@ -252,7 +252,7 @@ class MetricCollector:
                 raise
             except Exception as exc:
                 error = exc
-                logger.error("failed to scrape metrics: %s", exc, extra={"knative.dev/key": key})
+                logger.error("failed to scrape metrics: %s", exc, extra={"fields": {"knative.dev/key": key}})
         if not _same_error(error, coll.last_error):
             coll.last_error = error
             if self._watcher is not None:
@@ -276,4 +276,4 @@ class MetricCollector:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("scrape tick failed", extra={"knative.dev/key": key})
+                logger.exception("scrape tick failed", extra={"fields": {"knative.dev/key": key}})

@@ -144,7 +144,7 @@ class Autoscaler:
         except PodsNotFoundError:
             ready = 0
         except Exception:
-            logger.exception("failed to get the ready pod count", extra={"knative.dev/key": self.key})
+            logger.exception("failed to get the ready pod count", extra={"fields": {"knative.dev/key": self.key}})
             return INVALID_RESULT
         r = float(max(1, ready))
 
@@ -155,15 +155,15 @@ class Autoscaler:
             else:
                 stable, panic = self._metric_client.stable_and_panic_concurrency(self.key, now)
         except NoDataError:
-            logger.debug("no data to scale on yet", extra={"knative.dev/key": self.key})
+            logger.debug("no data to scale on yet", extra={"fields": {"knative.dev/key": self.key}})
             return INVALID_RESULT
         except NotCollectingError:
-            logger.error("failed to obtain metrics: not collecting", extra={"knative.dev/key": self.key})
+            logger.error("failed to obtain metrics: not collecting", extra={"fields": {"knative.dev/key": self.key}})
             return INVALID_RESULT
 
         if not (math.isfinite(stable) and math.isfinite(panic)):
             logger.error(
-                "non-finite metric values %r, %r", stable, panic, extra={"knative.dev/key": self.key}
+                "non-finite metric values %r, %r", stable, panic, extra={"fields": {"knative.dev/key": self.key}}
             )
             return INVALID_RESULT
 
@@ -189,10 +189,10 @@ class Autoscaler:
         over_threshold = dppc / r >= spec.panic_threshold
         if over_threshold:
             if self.panic_time is None:
-                logger.info("PANICKING", extra={"knative.dev/key": self.key})
+                logger.info("PANICKING", extra={"fields": {"knative.dev/key": self.key}})
             self.panic_time = now
         elif self.panic_time is not None and self.panic_time + spec.stable_window < now:
-            logger.info("un-panicking", extra={"knative.dev/key": self.key})
+            logger.info("un-panicking", extra={"fields": {"knative.dev/key": self.key}})
             self.panic_time = None
             self.max_panic_pods = 0
 

@@ -237,7 +237,9 @@ class ServiceScraper:
             return None
         stat = await self._scrape_service(window, ready)
         if self.pods_addressable:
-            logger.info("direct pod scraping off, service scraping on", extra={"knative.dev/key": self.host})
+            logger.info(
+                "direct pod scraping off, service scraping on", extra={"fields": {"knative.dev/key": self.host}}
+            )
             self.pods_addressable = False
         return stat
 
@@ -277,7 +279,7 @@ class ServiceScraper:
                 except ScrapeError as exc:
                     if not exc.might_be_mesh:
                         saw_non_mesh = True
-                    logger.info("failed scraping pod %s: %s", ip, exc, extra={"knative.dev/key": self.host})
+                    logger.info("failed scraping pod %s: %s", ip, exc, extra={"fields": {"knative.dev/key": self.host}})
 
         failed = await _run_workers(worker, sample)
         if failed:

@@ -1,0 +1,548 @@
+"""Thin helpers over kubernetes-asyncio: raw-JSON calls, informers and the work queue.
+
+The autoscaler handles every Kubernetes object as the JSON dict the API serves (camelCase), the
+shape `resources.py` already works on, so calls go through `call()` with `_preload_content=False`
+and skip the generated models (cheaper, and a CRD field the models do not know survives a
+round trip). One code path: the same calls run against the embedded API of `sluice local` and a
+real kube-apiserver (ARCHITECTURE.md).
+
+- `call()`        one API call, JSON in and out, `ApiException` on a non-2xx answer
+- `Informer`      list + watch of one resource into a cache (Go's shared informer, minus sharing)
+- `WorkQueue`     Go's workqueue: dedup, one worker per key, per-key exponential backoff
+- `load_api_client()` in-cluster config when KUBERNETES_SERVICE_HOST is set, else a kubeconfig
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = [
+    "Backoff",
+    "Informer",
+    "KnativeAPI",
+    "WorkQueue",
+    "api_status",
+    "call",
+    "call_obj",
+    "is_conflict",
+    "is_not_found",
+    "key_of",
+    "load_api_client",
+    "run_workers",
+    "split_key",
+]
+
+logger = logging.getLogger("autoscaler.kube")
+
+JSONObj = dict[str, Any]
+EventHandler = Callable[[str, "JSONObj | None", "JSONObj | None"], None]
+"""(type ADDED/MODIFIED/DELETED, old, new): old is None on add, new is None on delete."""
+
+
+def api_status(exc: BaseException) -> int:
+    """The HTTP status of an API error, 0 for anything else (transport errors)."""
+    return int(getattr(exc, "status", 0) or 0) if isinstance(exc, ApiException) else 0
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return api_status(exc) == 404
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return api_status(exc) == 409
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace") or ""
+    return f"{ns}/{meta.get('name', '')}" if ns else str(meta.get("name", ""))
+
+
+def split_key(key: str) -> tuple[str, str]:
+    ns, _, name = key.rpartition("/")
+    return ns, name
+
+
+def api_error(status: int, reason: str, body: str) -> ApiException:
+    """An `ApiException` shaped like the preloaded path's (`body` as text)."""
+    exc = ApiException(status=status, reason=reason)
+    setattr(exc, "body", body)  # noqa: B010 - the stub types it bytes; kubernetes-asyncio stores text
+    return exc
+
+
+async def call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Calls a kubernetes-asyncio API method and returns the decoded JSON body.
+
+    Raises `ApiException` (with `.status` and `.body`) on a non-2xx answer, as the preloaded path
+    does, so callers test `is_not_found` / `is_conflict` the same way.
+    """
+    kwargs["_preload_content"] = False
+    resp = await fn(*args, **kwargs)
+    try:
+        body = await resp.read()
+        status = int(resp.status)
+        reason = str(getattr(resp, "reason", "") or "")
+    finally:
+        resp.release()
+    if not 200 <= status <= 299:
+        raise api_error(status, reason, body.decode("utf-8", "replace"))
+    return json.loads(body) if body else None
+
+
+async def call_obj(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> JSONObj:
+    """`call()` for calls that answer one object."""
+    body = await call(fn, *args, **kwargs)
+    if not isinstance(body, dict):
+        raise ApiException(status=0, reason=f"unexpected answer: {type(body).__name__}")
+    return body
+
+
+class Backoff:
+    """Exponential backoff with jitter: `next()` returns the delay to wait, `reset()` on success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._failures = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * (2.0**self._failures))
+        self._failures = min(self._failures + 1, 30)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._failures = 0
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
+
+class Informer:
+    """Lists then watches one resource (optionally one namespace / label selector) into `cache`.
+
+    `list_fn` is a kubernetes-asyncio list method with its positional arguments bound (e.g.
+    `partial(custom.list_cluster_custom_object, group, version, plural)`). On 410 Gone or a broken
+    stream it relists and emits the difference, like Go's reflector; API errors are logged once
+    per failure streak and retried with backoff, so a flapping API does not storm the log.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        list_fn: Callable[..., Awaitable[Any]],
+        *,
+        label_selector: str | None = None,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.name = name
+        self._list_fn = list_fn
+        self._label_selector = label_selector
+        self._watch_timeout = watch_timeout
+        self.cache: dict[str, JSONObj] = {}
+        self.synced = asyncio.Event()
+        self._handlers: list[EventHandler] = []
+        self._backoff = Backoff()
+
+    def add_handler(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    def get(self, namespace: str, name: str) -> JSONObj | None:
+        return self.cache.get(f"{namespace}/{name}" if namespace else name)
+
+    def _emit(self, kind: str, old: JSONObj | None, new: JSONObj | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(kind, old, new)
+            except Exception:
+                logger.exception("%s informer handler failed", self.name)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"label_selector": self._label_selector} if self._label_selector else {}
+
+    async def _relist(self) -> str:
+        body = await call(self._list_fn, **self._kwargs())
+        items = body.get("items") or []
+        fresh: dict[str, JSONObj] = {}
+        for item in items:
+            fresh[key_of(item)] = item
+        old_cache = self.cache
+        self.cache = fresh
+        for key, obj in fresh.items():
+            prev = old_cache.get(key)
+            if prev is None:
+                self._emit("ADDED", None, obj)
+            elif prev.get("metadata", {}).get("resourceVersion") != obj.get("metadata", {}).get("resourceVersion"):
+                self._emit("MODIFIED", prev, obj)
+        for key, obj in old_cache.items():
+            if key not in fresh:
+                self._emit("DELETED", obj, None)
+        self.synced.set()
+        return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def _watch(self, resource_version: str) -> str:
+        """Streams events from `resource_version`; returns the last version seen (stream ended)."""
+        resp = await self._list_fn(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_timeout,
+            _preload_content=False,
+            _request_timeout=self._watch_timeout + 30,
+            **self._kwargs(),
+        )
+        try:
+            if not 200 <= int(resp.status) <= 299:
+                body = await resp.read()
+                raise api_error(int(resp.status), str(getattr(resp, "reason", "")), body.decode("utf-8", "replace"))
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return resource_version
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    raise api_error(int(obj.get("code") or 500), str(obj.get("reason") or ""), json.dumps(obj))
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
+                resource_version = rv
+                if kind == "BOOKMARK":
+                    continue
+                key = key_of(obj)
+                if kind == "DELETED":
+                    old = self.cache.pop(key, None)
+                    self._emit("DELETED", old if old is not None else obj, None)
+                elif kind in ("ADDED", "MODIFIED"):
+                    old = self.cache.get(key)
+                    self.cache[key] = obj
+                    self._emit("ADDED" if old is None else "MODIFIED", old, obj)
+                self._backoff.reset()
+        finally:
+            resp.release()
+
+    async def run(self) -> None:
+        """Runs until cancelled."""
+        resource_version = ""
+        while True:
+            try:
+                if not resource_version:
+                    resource_version = await self._relist()
+                    self._backoff.reset()
+                resource_version = await self._watch(resource_version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status = api_status(exc)
+                if status == 410:
+                    # Too old resource version: relist at once (Go's reflector does the same).
+                    resource_version = ""
+                    continue
+                if not self._backoff.failing:
+                    logger.warning("%s informer: %s; retrying with backoff", self.name, _describe(exc))
+                resource_version = ""
+                await asyncio.sleep(self._backoff.next())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"API error {exc.status} {exc.reason}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class WorkQueue:
+    """Go's rate-limited workqueue for reconcilers.
+
+    A key waits in the queue at most once; it is never handed to two workers at once (an add while
+    it is being processed queues it again for afterwards); `add_rate_limited` re-adds it after a
+    per-key exponential delay (`base` doubling up to `cap`) that `forget` resets on success.
+    """
+
+    def __init__(self, base: float = 0.1, cap: float = 60.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._queue: collections.deque[str] = collections.deque()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, key: str) -> None:
+        if self._closed:
+            return
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.append(key)
+        self._wakeup.set()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Adds `key` after `delay` seconds; an earlier pending timer for the key wins."""
+        if self._closed:
+            return
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def add_rate_limited(self, key: str) -> float:
+        n = self._failures.get(key, 0)
+        self._failures[key] = n + 1
+        delay = min(self.cap, self.base * (2.0**n))
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def failures(self, key: str) -> int:
+        return self._failures.get(key, 0)
+
+    async def get(self) -> str:
+        while not self._queue:
+            if self._closed:
+                raise asyncio.CancelledError
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        key = self._queue.popleft()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def close(self) -> None:
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._wakeup.set()
+
+
+async def run_workers(
+    name: str, queue: WorkQueue, reconcile: Callable[[str], Awaitable[None]], workers: int = 2
+) -> None:
+    """Processes keys until cancelled. A failing key is retried with backoff; its error is logged
+    on the first failure and then every 10th (no error storm for a stuck object)."""
+
+    async def worker() -> None:
+        while True:
+            key = await queue.get()
+            try:
+                await reconcile(key)
+            except asyncio.CancelledError:
+                queue.done(key)
+                raise
+            except Exception as exc:
+                n = queue.failures(key)
+                delay = queue.add_rate_limited(key)
+                # A conflict is optimistic concurrency against a cache a moment behind: expected,
+                # retried at once-ish; only a streak of them is worth a warning.
+                level = logging.DEBUG if is_conflict(exc) and n < 10 else logging.WARNING
+                if n % 10 == 0 or level == logging.DEBUG:
+                    logger.log(
+                        level,
+                        "%s: reconcile failed (attempt %d), retrying in %.1fs: %s",
+                        name,
+                        n + 1,
+                        delay,
+                        _describe(exc),
+                        extra={"fields": {"knative.dev/key": key}},
+                        exc_info=api_status(exc) == 0 and not isinstance(exc, OSError | TimeoutError),
+                    )
+            else:
+                queue.forget(key)
+            queue.done(key)
+
+    tasks = [asyncio.create_task(worker(), name=f"{name} worker {i}") for i in range(workers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+async def load_api_client(environ: Mapping[str, str]) -> Any:
+    """A kubernetes_asyncio ApiClient: in-cluster when KUBERNETES_SERVICE_HOST is set (and
+    SLUICE_KUBECONFIG is not), else the kubeconfig named by SLUICE_KUBECONFIG or KUBECONFIG."""
+    from kubernetes_asyncio import client, config
+
+    explicit = environ.get("SLUICE_KUBECONFIG")
+    if not explicit and environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    path = explicit or environ.get("KUBECONFIG") or None
+    return await config.new_client_from_config(config_file=path)
+
+
+PA_GROUP, PA_VERSION, PA_PLURAL = "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers"
+METRIC_PLURAL = "metrics"
+SKS_GROUP, SKS_VERSION, SKS_PLURAL = "networking.internal.knative.dev", "v1alpha1", "serverlessservices"
+
+
+class KnativeAPI:
+    """The API calls the autoscaler makes, on raw JSON, over one kubernetes-asyncio ApiClient."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes_asyncio import client
+
+        self.api_client = api_client
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.apps: Any = client.AppsV1Api(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+        self.coordination: Any = client.CoordinationV1Api(api_client)
+        self.discovery: Any = client.DiscoveryV1Api(api_client)
+
+    # ---- list functions for informers ----
+
+    def list_pas(self) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(self.custom.list_cluster_custom_object, PA_GROUP, PA_VERSION, PA_PLURAL)
+
+    def list_skss(self) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(self.custom.list_cluster_custom_object, SKS_GROUP, SKS_VERSION, SKS_PLURAL)
+
+    def list_metrics(self) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(self.custom.list_cluster_custom_object, PA_GROUP, PA_VERSION, METRIC_PLURAL)
+
+    def list_pods(self) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(self.core.list_pod_for_all_namespaces)
+
+    def list_configmaps(self, namespace: str) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(self.core.list_namespaced_config_map, namespace)
+
+    # ---- PodAutoscaler / SKS / Metric ----
+
+    async def _get(self, group: str, version: str, plural: str, namespace: str, name: str) -> JSONObj:
+        return await call_obj(self.custom.get_namespaced_custom_object, group, version, namespace, plural, name)
+
+    async def _create(self, group: str, version: str, plural: str, obj: JSONObj) -> JSONObj:
+        ns = obj["metadata"]["namespace"]
+        return await call_obj(self.custom.create_namespaced_custom_object, group, version, ns, plural, obj)
+
+    async def _replace(self, group: str, version: str, plural: str, obj: JSONObj, status: bool = False) -> JSONObj:
+        meta = obj["metadata"]
+        custom = self.custom
+        fn = custom.replace_namespaced_custom_object_status if status else custom.replace_namespaced_custom_object
+        return await call_obj(fn, group, version, meta["namespace"], plural, meta["name"], obj)
+
+    async def get_pa(self, namespace: str, name: str) -> JSONObj:
+        return await self._get(PA_GROUP, PA_VERSION, PA_PLURAL, namespace, name)
+
+    async def update_pa_status(self, pa: JSONObj) -> JSONObj:
+        return await self._replace(PA_GROUP, PA_VERSION, PA_PLURAL, pa, status=True)
+
+    async def get_sks(self, namespace: str, name: str) -> JSONObj:
+        return await self._get(SKS_GROUP, SKS_VERSION, SKS_PLURAL, namespace, name)
+
+    async def create_sks(self, sks: JSONObj) -> JSONObj:
+        return await self._create(SKS_GROUP, SKS_VERSION, SKS_PLURAL, sks)
+
+    async def replace_sks(self, sks: JSONObj) -> JSONObj:
+        return await self._replace(SKS_GROUP, SKS_VERSION, SKS_PLURAL, sks)
+
+    async def get_metric(self, namespace: str, name: str) -> JSONObj:
+        return await self._get(PA_GROUP, PA_VERSION, METRIC_PLURAL, namespace, name)
+
+    async def create_metric(self, metric: JSONObj) -> JSONObj:
+        return await self._create(PA_GROUP, PA_VERSION, METRIC_PLURAL, metric)
+
+    async def replace_metric(self, metric: JSONObj) -> JSONObj:
+        return await self._replace(PA_GROUP, PA_VERSION, METRIC_PLURAL, metric)
+
+    async def update_metric_status(self, metric: JSONObj) -> JSONObj:
+        return await self._replace(PA_GROUP, PA_VERSION, METRIC_PLURAL, metric, status=True)
+
+    # ---- scale target ----
+
+    @staticmethod
+    def _target(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
+        api_version = str(ref.get("apiVersion") or "apps/v1")
+        group, _, version = api_version.rpartition("/")
+        kind = str(ref.get("kind") or "Deployment")
+        return group, version, kind, str(ref.get("name") or "")
+
+    async def get_replicas(self, namespace: str, ref: Mapping[str, Any]) -> int:
+        """spec.replicas of the scale target; an unset value counts as 1 (§4.2)."""
+        group, version, kind, name = self._target(ref)
+        if (group, kind) == ("apps", "Deployment"):
+            obj = await call_obj(self.apps.read_namespaced_deployment, name, namespace)
+        else:
+            # Any other PodScalable: the plural is the lower-case kind + "s" (Knative's duck helper).
+            obj = await call_obj(
+                self.custom.get_namespaced_custom_object, group, version, namespace, kind.lower() + "s", name
+            )
+        replicas = (obj.get("spec") or {}).get("replicas")
+        return int(replicas) if isinstance(replicas, int) else 1
+
+    async def patch_replicas(self, namespace: str, ref: Mapping[str, Any], replicas: int) -> None:
+        """The KPA's write: a JSON patch on the `scale` subresource (§4.2)."""
+        group, version, kind, name = self._target(ref)
+        patch = [{"op": "add", "path": "/spec/replicas", "value": replicas}]
+        if (group, kind) == ("apps", "Deployment"):
+            await call(self.apps.patch_namespaced_deployment_scale, name, namespace, patch)
+        else:
+            await call(
+                self.custom.patch_namespaced_custom_object_scale,
+                group,
+                version,
+                namespace,
+                kind.lower() + "s",
+                name,
+                patch,
+            )
+
+    # ---- endpoints (activator probe without cluster DNS) ----
+
+    async def first_ready_address(self, namespace: str, service: str, port_name: str) -> tuple[str, int] | None:
+        try:
+            ep = await call_obj(self.core.read_namespaced_endpoints, service, namespace)
+        except ApiException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        candidates: list[tuple[str, int]] = []
+        for subset in ep.get("subsets") or []:
+            port = next(
+                (int(p["port"]) for p in subset.get("ports") or [] if p.get("name", "") in (port_name, "")),
+                None,
+            )
+            if port is None:
+                continue
+            candidates.extend((str(a["ip"]), port) for a in subset.get("addresses") or [] if a.get("ip"))
+        return sorted(candidates)[0] if candidates else None
