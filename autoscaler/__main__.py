@@ -23,9 +23,8 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
-from sluice.config import ConfigError, Reader
+from sluice.config import ConfigError, Reader, cluster_domain
 from sluice.logs import configure_logging
 
 from .app import AutoscalerApp, Options
@@ -33,28 +32,9 @@ from .kube import load_api_client
 from .scraper import METRICS_PORT
 from .statserver import STAT_SERVER_PORT
 
-__all__ = ["cluster_domain", "main", "options_from_env", "run"]
+__all__ = ["main", "options_from_env", "run"]
 
 logger = logging.getLogger("autoscaler")
-
-
-def cluster_domain(environ: Mapping[str, str], resolv_conf: str = "/etc/resolv.conf") -> str:
-    """`CLUSTER_DOMAIN`, else the first resolv.conf search entry starting with `svc.`,
-    else `cluster.local` (CONTRACT.md conventions)."""
-    explicit = environ.get("CLUSTER_DOMAIN", "")
-    if explicit:
-        return explicit.rstrip(".")
-    try:
-        text = Path(resolv_conf).read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "search":
-            for entry in fields[1:]:
-                if entry.startswith("svc."):
-                    return entry[4:].rstrip(".")
-    return "cluster.local"
 
 
 def options_from_env(environ: Mapping[str, str]) -> Options:
