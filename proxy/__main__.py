@@ -213,21 +213,28 @@ class QueueProxyProcess:
 
 async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None, obs: ObservabilityConfig) -> int:
     proc = QueueProxyProcess(cfg, prober, obs)
+    loop = asyncio.get_running_loop()
+    shutdown_tasks: list[asyncio.Task[None]] = []
+    started = False
+
+    def on_term() -> None:
+        if not proc.sigterm.is_set():
+            proc.sigterm.set()
+            if started:
+                shutdown_tasks.append(loop.create_task(proc.shutdown()))
+
+    # Handlers first: a SIGTERM that lands while the listeners open must still
+    # take the graceful path, not the default "die at once".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_term)
     try:
         await proc.start()
     except OSError as exc:
         log.error(f"failed to start a listener: {exc}")
         return 1
-    loop = asyncio.get_running_loop()
-    shutdown_tasks: list[asyncio.Task[None]] = []
-
-    def on_term() -> None:
-        if not proc.sigterm.is_set():
-            proc.sigterm.set()
-            shutdown_tasks.append(loop.create_task(proc.shutdown()))
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_term)
+    started = True
+    if proc.sigterm.is_set():
+        shutdown_tasks.append(loop.create_task(proc.shutdown()))
     await proc.stopped.wait()
     log.info("queue-proxy stopped")
     return 0
