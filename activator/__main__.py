@@ -1,0 +1,295 @@
+"""`sluice-activator` / `python -m activator`: parses the configuration and wires the
+activator's objects (CONTRACT.md §3). No request logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from sluice.config import ConfigError
+from sluice.http.server import HttpServer, ServerLimits
+from sluice.logs import configure_logging, level_from_knative
+from sluice.wire import WireStatMessage
+
+from .backends import BackendManager, BackendSettings, PoolRegistry
+from .config import ActivatorConfig, NetworkConfig, ObservabilityConfig
+from .handler import WATCHED_HEADERS, ActivatorHandler
+from .kube import Informer, make_api_client, read_configmap
+from .metrics import MetricsHandler, render
+from .reporter import StatReporter
+from .revision import RevKey
+from .revisions import Revisions
+from .stats import ConcurrencyReporter
+
+log = logging.getLogger("activator")
+
+_REPORT_PERIOD = 1.0  # §3.8
+SERVING_GROUP, SERVING_VERSION, REVISIONS = "serving.knative.dev", "v1", "revisions"
+PRIVATE_ENDPOINTS = "serving.knative.dev/revisionUID,networking.internal.knative.dev/serviceType=Private"
+PUBLIC_ENDPOINTS = "networking.internal.knative.dev/serviceType=Public,serving.knative.dev/revision"
+PRIVATE_SERVICES = "networking.internal.knative.dev/serviceType=Private"
+
+
+class Health:
+    """§1.3: healthy iff no SIGTERM yet and the autoscaler websocket is up."""
+
+    def __init__(self, reporter: StatReporter) -> None:
+        self.reporter = reporter
+        self.terminating = False
+
+    def error(self) -> str | None:
+        if self.terminating:
+            return "received SIGTERM from kubelet"
+        if not self.reporter.connected:
+            return "connection has not yet been established"
+        return None
+
+
+class StatSenderAdapter:
+    def __init__(self, reporter: StatReporter) -> None:
+        self.reporter = reporter
+
+    def send(self, messages: list[WireStatMessage]) -> None:
+        self.reporter.send(messages)
+
+
+class ActivatorProcess:
+    def __init__(
+        self,
+        cfg: ActivatorConfig,
+        api_client: Any,
+        network: NetworkConfig | None = None,
+        observability: ObservabilityConfig | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.api_client = api_client
+        self.network = network or NetworkConfig()
+        self.observability = observability or ObservabilityConfig()
+        mesh_mode = cfg.mesh_compatibility_mode or self.network.mesh_compatibility_mode
+        self.pools = PoolRegistry(cfg.max_idle_proxy_conns_per_host)
+        self.revisions = Revisions(self.pools, cfg.pod_ip, cfg.queue_depth)
+        self.backends = BackendManager(
+            BackendSettings(
+                probe_timeout=cfg.probe_timeout,
+                probe_frequency=cfg.probe_frequency,
+                cold_probe_frequency=min(cfg.probe_frequency, 0.02),
+                mesh_mode=mesh_mode,
+                pod_addressability=self.network.enable_mesh_pod_addressability,
+            ),
+            self.pools,
+            self.revisions.publish,
+            self._lookup,
+            self.revisions.has_waiters,
+        )
+        self.concurrency = ConcurrencyReporter(cfg.pod_name)
+        self.last_concurrency: dict[RevKey, float] = {}
+        self.reporter = StatReporter(cfg.autoscaler_url)
+        self.health = Health(self.reporter)
+        self.handler = ActivatorHandler(
+            self.revisions,
+            self.concurrency,
+            StatSenderAdapter(self.reporter),
+            self.health,
+            self.backends,
+            cfg.cluster_domain,
+            pod_addressability=self.network.enable_mesh_pod_addressability,
+        )
+        # §3.2: read-header timeout 60 s.
+        self.server = HttpServer(self.handler, watch=WATCHED_HEADERS, limits=ServerLimits(read_header_timeout=60.0))
+        self.metrics_server: HttpServer | None = None
+        if self.observability.prometheus:
+            self.metrics_server = HttpServer(MetricsHandler(self._metrics))
+        self.informers: list[Informer] = []
+        self.stopped = asyncio.Event()
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    def _lookup(self, key: RevKey) -> Any:
+        entry = self.revisions.get(key)
+        return entry.info if entry is not None else None
+
+    def _metrics(self) -> bytes:
+        return render(self.revisions, self.last_concurrency, self.reporter.connected, self.reporter.connection_errors)
+
+    # ---- informers --------------------------------------------------------------------
+
+    def _on_revision(self, kind: str, obj: dict[str, Any]) -> None:
+        key = self.revisions.revision_event(kind, obj)
+        if kind != "DELETED":
+            self.backends.revision_changed(key)
+
+    def _make_informers(self) -> list[Informer]:
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(self.api_client)
+        custom = client.CustomObjectsApi(self.api_client)
+
+        async def list_revisions(**kw: Any) -> Any:
+            return await custom.list_cluster_custom_object(SERVING_GROUP, SERVING_VERSION, REVISIONS, **kw)
+
+        return [
+            Informer("revisions", list_revisions, self._on_revision),
+            Informer("services", core.list_service_for_all_namespaces, self.backends.service_event, PRIVATE_SERVICES),
+            Informer(
+                "private-endpoints",
+                core.list_endpoints_for_all_namespaces,
+                self.backends.endpoints_event,
+                PRIVATE_ENDPOINTS,
+            ),
+            Informer(
+                "public-endpoints",
+                core.list_endpoints_for_all_namespaces,
+                self.revisions.public_endpoints_event,
+                PUBLIC_ENDPOINTS,
+            ),
+        ]
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, sync_timeout: float = 30.0) -> None:
+        cfg = self.cfg
+        self.reporter.start()
+        self.informers = self._make_informers()
+        for informer in self.informers:
+            informer.start()
+        # Serve only once the caches are filled (Go waits for informer sync too): a
+        # request before that would get a 404 for a revision that exists.
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.informers)), sync_timeout)
+        host = cfg.bind_host or None
+        await self.server.listen(host, cfg.http1_port)
+        await self.server.listen(host, cfg.h2c_port)
+        if self.metrics_server is not None:
+            await self.metrics_server.listen(host, cfg.metrics_port)
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_at(loop.time() + _REPORT_PERIOD, self._tick)
+        log.info("activator serving", extra={"fields": {"ports": self.server.ports, "autoscaler": cfg.autoscaler_url}})
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._tick_handle is not None
+        self._tick_handle = loop.call_at(self._tick_handle.when() + _REPORT_PERIOD, self._tick)
+        messages = self.concurrency.report(time.monotonic())
+        self.last_concurrency = {
+            (m.namespace, m.name): m.stat.average_concurrent_requests for m in messages if m.stat is not None
+        }
+        self.reporter.send(messages)
+
+    @property
+    def port(self) -> int:
+        return self.server.ports[0]
+
+    @property
+    def h2c_port(self) -> int:
+        return self.server.ports[1]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.metrics_server.ports[0] if self.metrics_server is not None else 0
+
+    async def close(self) -> None:
+        """Stops at once without the 45 s drain (tests, failed starts)."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        servers = [self.server] + ([self.metrics_server] if self.metrics_server is not None else [])
+        for server in servers:
+            server.stop_accepting()
+            for conn in list(server.connections):
+                conn.close()
+        await self._stop_background()
+        self.stopped.set()
+
+    async def _stop_background(self) -> None:
+        for informer in self.informers:
+            await informer.stop()
+        await self.backends.close()
+        await self.reporter.close()
+        self.handler.deadlines.close()
+        self.revisions.close_all()
+        self.pools.close()
+
+    async def shutdown(self) -> None:
+        """SIGTERM (§3.9): fail health checks now, keep serving for the drain sleep
+        (45 s) so the SKS and load balancers take this activator out of the path, then
+        stop the servers gracefully, waiting for in-flight requests without limit."""
+        self.health.terminating = True
+        log.info(f"received SIGTERM; draining for {self.cfg.drain_sleep:g}s")
+        await asyncio.sleep(self.cfg.drain_sleep)
+        await self.server.shutdown()
+        await self.handler.wait_idle()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self.metrics_server is not None:
+            await self.metrics_server.shutdown(timeout=1.0)
+        await self._stop_background()
+        self.stopped.set()
+
+
+async def _read_configmaps(cfg: ActivatorConfig, api_client: Any) -> tuple[NetworkConfig, ObservabilityConfig, int]:
+    ns = cfg.system_namespace
+    network = NetworkConfig.from_configmap(await read_configmap(api_client, ns, "config-network"))
+    observability = ObservabilityConfig.from_configmap(
+        await read_configmap(api_client, ns, cfg.config_observability_name)
+    )
+    logging_cm = await read_configmap(api_client, ns, cfg.config_logging_name)
+    level = level_from_knative(logging_cm.get("loglevel.activator", ""), logging_cm.get("zap-logger-config", ""))
+    return network, observability, level
+
+
+async def serve(cfg: ActivatorConfig) -> int:
+    api_client = await make_api_client(cfg.kubeconfig)
+    try:
+        try:
+            network, observability, level = await _read_configmaps(cfg, api_client)
+        except (ConfigError, ValueError) as exc:
+            log.error(str(exc))
+            return 1
+        logging.getLogger().setLevel(level)
+        proc = ActivatorProcess(cfg, api_client, network, observability)
+        try:
+            await proc.start()
+        except (OSError, TimeoutError) as exc:
+            log.error(f"failed to start: {exc!r}")
+            await proc.close()
+            return 1
+        # The Kubernetes client and aiohttp leave ~10^5 long-lived objects behind; moving
+        # them out of the collector's reach keeps full collections (which otherwise walk
+        # them all, tens of ms each) off the request path.
+        gc.collect()
+        gc.freeze()
+        loop = asyncio.get_running_loop()
+        shutdown_tasks: list[asyncio.Task[None]] = []
+
+        def on_term() -> None:
+            if not proc.health.terminating:
+                shutdown_tasks.append(loop.create_task(proc.shutdown()))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_term)
+        await proc.stopped.wait()
+        log.info("activator stopped")
+        return 0
+    finally:
+        await api_client.close()
+
+
+def main() -> None:
+    try:
+        cfg = ActivatorConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"sluice-activator: {exc}", file=sys.stderr)
+        sys.exit(1)
+    configure_logging("activator", logging.INFO, {"knative.dev/pod": cfg.pod_name})
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
+        sys.exit(asyncio.run(serve(cfg)))
+    sys.exit(uvloop.run(serve(cfg)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""The activator's request handler (CONTRACT.md §3.2 chain), outermost first:
+
+kubelet health → network probe (`probe`) → activator probe (`activator`) → revision
+lookup (§3.3) → concurrency reporter (§3.8) → timeout handler (§3.6) → throttler
+(§3.5) → reverse proxy to the queue-proxy (§3.7).
+
+As in the queue-proxy, a request is a `_Request` driven by callbacks (throttler
+grant, upstream response, the shared deadline tick): no task, timer or future per
+request on the fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sluice.http.deadlines import DeadlineScanner
+from sluice.http.forward import Forwarder, build_request_head
+from sluice.http.server import Exchange
+from sluice.wire import WireStatMessage
+
+from .revision import RevKey, identify, not_found_message
+from .revisions import RevisionEntry, Revisions
+from .stats import ConcurrencyReporter, RevisionStats
+from .throttler import PodTracker, Waiter
+
+__all__ = ["WATCHED_HEADERS", "ActivatorHandler", "Health", "StatSender", "go_html_escape"]
+
+log = logging.getLogger("activator")
+
+WATCHED_HEADERS = frozenset(
+    {
+        b"host",
+        b"user-agent",
+        b"k-kubelet-probe",
+        b"k-network-probe",
+        b"k-network-hash",
+        b"knative-serving-revision",
+        b"knative-serving-namespace",
+        b"k-original-host",
+        b"x-forwarded-for",
+    }
+)
+
+# §3.7: the revision headers go; K-Network-Hash is deleted from non-probe requests
+# (§1.3); K-Proxy-Request is *set* (replacing any inbound value), so it is dropped
+# here and re-added.
+_DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-network-hash", b"k-proxy-request"})
+_PROXY_HEADER = b"K-Proxy-Request: activator\r\n"
+
+TIMEOUT_BODY = b"activator request timeout"
+
+
+class Health(Protocol):
+    def error(self) -> str | None:
+        """None when the activator should receive traffic (§1.3 kubelet probe)."""
+        ...
+
+
+class StatSender(Protocol):
+    def send(self, messages: list[WireStatMessage]) -> None: ...
+
+
+class Backends(Protocol):
+    def kick(self, key: RevKey) -> None: ...
+    def quarantine(self, key: RevKey, dest: str) -> None: ...
+
+
+def go_html_escape(value: str) -> str:
+    """Go's html.EscapeString (five characters, Go's entity spellings)."""
+    return (
+        value.replace("&", "&amp;")
+        .replace("'", "&#39;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&#34;")
+    )
+
+
+class ActivatorHandler:
+    """Callable handler for the 8012/8013 HttpServers."""
+
+    def __init__(
+        self,
+        revisions: Revisions,
+        reporter: ConcurrencyReporter,
+        sender: StatSender,
+        health: Health,
+        backends: Backends,
+        cluster_domain: str,
+        pod_addressability: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.revisions = revisions
+        self.reporter = reporter
+        self.sender = sender
+        self.health = health
+        self.backends = backends
+        self.domain = cluster_domain.encode()
+        self.pod_addressability = pod_addressability
+        self.clock = clock
+        self.deadlines = DeadlineScanner(clock)
+        self.in_flight = 0
+        self.requests = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    def __call__(self, ex: Exchange) -> None:
+        watched = ex.watched
+        if watched.get(b"user-agent", b"").startswith(b"kube-probe/") or watched.get(b"k-kubelet-probe"):
+            problem = self.health.error()
+            if problem is None:
+                ex.respond_text(200, b"")
+            else:
+                ex.respond_error(500, problem)
+            return
+        network_probe = watched.get(b"k-network-probe")
+        if network_probe:
+            self._probe(ex, network_probe)
+            return
+        revision = watched.get(b"knative-serving-revision")
+        namespace = watched.get(b"knative-serving-namespace")
+        entry = self.revisions.by_header.get((namespace, revision)) if revision and namespace else None
+        if entry is None:
+            key = identify(revision, namespace, watched.get(b"host"), self.domain)
+            entry = self.revisions.get(key) if key is not None else None
+            if entry is None:
+                ex.respond_error(404, not_found_message(key[1] if key is not None else ""))
+                return
+        self.requests += 1
+        _Request(self, ex, entry).begin()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until no request is in flight (tunnels included); False on timeout."""
+        if self.in_flight == 0:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return self.in_flight == 0
+        return True
+
+    def _probe(self, ex: Exchange, value: bytes) -> None:
+        if value == b"probe":
+            digest = ex.watched.get(b"k-network-hash")
+            if not digest:
+                ex.respond_error(400, 'a probe request must contain a non-empty "K-Network-Hash" header')
+            else:
+                ex.respond_text(200, b"", extra=((b"K-Network-Hash", digest),))
+        elif value == b"activator":
+            ex.respond_text(200, b"activator")
+        else:
+            text = go_html_escape(value.decode("latin-1"))
+            ex.respond_error(400, f'unexpected probe header value: "{text}"')
+
+
+class _Request:
+    """One request through the reporter, timeout handler, throttler and proxy."""
+
+    __slots__ = ("act", "done", "entry", "ex", "forwarder", "start", "stats", "tracker", "waiter")
+
+    def __init__(self, act: ActivatorHandler, ex: Exchange, entry: RevisionEntry) -> None:
+        self.act = act
+        self.ex = ex
+        self.entry = entry
+        self.waiter: Waiter | None = None
+        self.tracker: PodTracker | None = None
+        self.forwarder: Forwarder | None = None
+        self.stats: RevisionStats | None = None
+        self.done = False
+        self.start = 0.0
+
+    def begin(self) -> None:
+        act = self.act
+        entry = self.entry
+        act.in_flight += 1
+        now = act.clock()
+        self.start = now
+        stats = act.reporter.stats.get(entry.key)
+        if stats is None:
+            stats, first = act.reporter.request_in(entry.key, now)
+            if first is not None:
+                # The immediate scale-from-zero report (§3.8).
+                act.sender.send([first])
+        else:
+            stats.request_in(now)
+        self.stats = stats
+        self.ex.on_abort = self._client_gone
+        if entry.has_timeouts:
+            act.deadlines.add(self)
+        throttler = entry.throttler
+        waiter = throttler.acquire(self)
+        if waiter is None:
+            self.ex.respond_error(503, "pending request queue full")
+            self._finish()
+            return
+        self.waiter = waiter
+        if waiter.granted:
+            assert waiter.tracker is not None
+            self._forward(waiter.tracker)
+        elif throttler.capacity == 0:
+            # Held for a pod (§3.6): make the backend watcher look now, not at its next tick.
+            act.backends.kick(entry.key)
+
+    # ---- throttler ------------------------------------------------------------------
+
+    def on_acquired(self, tracker: PodTracker) -> None:
+        if self.done:
+            return
+        try:
+            self._forward(tracker)
+        except Exception:
+            log.exception("forwarding a held request failed")
+            self.ex.respond_error(500, "internal error")
+            self._finish()
+
+    def revision_gone(self) -> None:
+        """The Revision was deleted while this request waited: §3.6 "anything else" → 500."""
+        if not self.done:
+            self.ex.respond_text(500, b"")
+            self._finish()
+
+    def _forward(self, tracker: PodTracker) -> None:
+        self.tracker = tracker
+        ex = self.ex
+        watched = ex.watched
+        extra = _PROXY_HEADER
+        if b"k-original-host" not in watched:
+            host = watched.get(b"host")
+            if host:
+                extra += b"K-Original-Host: " + host + b"\r\n"
+        xff = watched.get(b"x-forwarded-for")
+        if xff is None:
+            extra += ex.conn.xff_line  # the common case, built once per connection
+        else:
+            # Go's reverse proxy appends the client to X-Forwarded-For (§3.7).
+            client = ex.client_ip
+            extra += b"X-Forwarded-For: " + (xff + b", " + client if client else xff) + b"\r\n"
+        if self.act.pod_addressability:
+            target = self.entry.private_host
+            extra += b"K-Passthrough-Lb: true\r\n"
+        else:
+            target = tracker.target
+        pool = tracker.pool
+        if pool is None or pool.closing:
+            pool = self.entry.pool_for(tracker.dest)
+        self.forwarder = Forwarder(ex, pool, build_request_head(ex, target, _DROP, extra), self._forwarded)
+        self.forwarder.start()
+
+    def _forwarded(self, forwarder: Forwarder) -> None:
+        if forwarder.upstream_error is not None and self.tracker is not None:
+            # The pod's connection failed: this request got its 502 (§3.6); the pod
+            # leaves the rotation now rather than at the next Endpoints change.
+            self.act.backends.quarantine(self.entry.key, self.tracker.dest)
+        self._finish()
+
+    def _client_gone(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+        self._finish()
+
+    # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        if self.done:
+            return
+        entry = self.entry
+        ex = self.ex
+        elapsed = now - self.start
+        if entry.timeout > 0 and elapsed >= entry.timeout:
+            self._timeout()
+        elif ex.status == 101:
+            return  # a tunnel: only the total timeout applies
+        elif entry.response_start_timeout > 0 and not ex.response_started and elapsed >= entry.response_start_timeout:
+            self._timeout()
+        elif entry.idle_timeout > 0:
+            last = ex.last_write if ex.response_started else self.start
+            if now - last >= entry.idle_timeout:
+                self._timeout()
+
+    def _timeout(self) -> None:
+        ex = self.ex
+        forwarder, self.forwarder = self.forwarder, None
+        if forwarder is not None:
+            forwarder.on_finish = _ignore
+            forwarder.cancel()
+        if ex.response_started:
+            ex.terminate_with(TIMEOUT_BODY)
+        else:
+            ex.respond_text(504, TIMEOUT_BODY)
+        self._finish()
+
+    # ---- completion ---------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        act = self.act
+        entry = self.entry
+        act.deadlines.discard(self)
+        waiter = self.waiter
+        if waiter is not None:
+            entry.throttler.release(waiter)
+        if self.stats is not None:
+            self.stats.request_out(act.clock())
+        self.ex.on_abort = None
+        act.request_finished()
+
+
+def _ignore(_forwarder: Forwarder) -> None:
+    return None
