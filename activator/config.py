@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from sluice.config import Reader
+from sluice.config import Reader, cluster_domain
 
 __all__ = [
     "MESH_AUTO",
@@ -21,31 +20,11 @@ __all__ = [
     "ActivatorConfig",
     "NetworkConfig",
     "ObservabilityConfig",
-    "cluster_domain",
 ]
 
 MESH_AUTO = "auto"
 MESH_ENABLED = "enabled"
 MESH_DISABLED = "disabled"
-
-
-def cluster_domain(environ: Mapping[str, str], resolv_conf: str = "/etc/resolv.conf") -> str:
-    """`CLUSTER_DOMAIN`, else the first resolv.conf search entry starting with `svc.`,
-    else `cluster.local` (CONTRACT.md conventions, `pkg/network/domain.go`)."""
-    explicit = environ.get("CLUSTER_DOMAIN", "")
-    if explicit:
-        return explicit.rstrip(".")
-    try:
-        text = Path(resolv_conf).read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "search":
-            for entry in fields[1:]:
-                if entry.startswith("svc."):
-                    return entry[4:].rstrip(".")
-    return "cluster.local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,7 +198,7 @@ class _Request:
             stats.request_in(now)
         self.stats = stats
         self.ex.on_abort = self._client_gone
-        if entry.has_timeouts:
+        if entry.timeouts.armed:
             act.deadlines.add(self)
         throttler = entry.throttler
         waiter = throttler.acquire(self)
@@ -274,21 +274,8 @@ class _Request:
     # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
-        if self.done:
-            return
-        entry = self.entry
-        ex = self.ex
-        elapsed = now - self.start
-        if entry.timeout > 0 and elapsed >= entry.timeout:
+        if not self.done and self.entry.timeouts.expired(self.ex, self.start, now):
             self._timeout()
-        elif ex.status == 101:
-            return  # a tunnel: only the total timeout applies
-        elif entry.response_start_timeout > 0 and not ex.response_started and elapsed >= entry.response_start_timeout:
-            self._timeout()
-        elif entry.idle_timeout > 0:
-            last = ex.last_write if ex.response_started else self.start
-            if now - last >= entry.idle_timeout:
-                self._timeout()
 
     def _timeout(self) -> None:
         ex = self.ex

@@ -13,6 +13,8 @@ import logging
 import random
 from typing import Any
 
+from sluice.http.deadlines import RequestTimeouts
+
 from .backends import LABEL_REVISION, LABEL_SERVICE_TYPE, PoolRegistry
 from .revision import RevisionInfo, RevKey
 from .throttler import PodTracker, RevisionThrottler
@@ -24,15 +26,12 @@ log = logging.getLogger("activator.revisions")
 
 class RevisionEntry:
     __slots__ = (
-        "has_timeouts",
-        "idle_timeout",
         "info",
         "key",
         "pools",
         "private_host",
-        "response_start_timeout",
         "throttler",
-        "timeout",
+        "timeouts",
     )
 
     def __init__(self, info: RevisionInfo, throttler: RevisionThrottler, pools: PoolRegistry) -> None:
@@ -40,20 +39,18 @@ class RevisionEntry:
         self.throttler = throttler
         self.pools = pools
         self.info = info
-        self.timeout = 0.0
-        self.response_start_timeout = 0.0
-        self.idle_timeout = 0.0
-        self.has_timeouts = False
+        self.timeouts = RequestTimeouts()
         self.private_host = b""
         self.set_info(info)
 
     def set_info(self, info: RevisionInfo) -> None:
         self.info = info
         # §3.6: the timeout handler's three timers come from the Revision spec.
-        self.timeout = float(info.timeout_seconds)
-        self.response_start_timeout = float(info.response_start_timeout_seconds)
-        self.idle_timeout = float(info.idle_timeout_seconds)
-        self.has_timeouts = self.timeout > 0 or self.response_start_timeout > 0 or self.idle_timeout > 0
+        self.timeouts = RequestTimeouts(
+            float(info.timeout_seconds),
+            float(info.response_start_timeout_seconds),
+            float(info.idle_timeout_seconds),
+        )
         self.private_host = f"{info.name}-private.{info.namespace}".encode()
 
     def pool_for(self, dest: str) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from activator.backends import Dests, endpoints_dests, is_private_endpoints
-from activator.config import ActivatorConfig, NetworkConfig, ObservabilityConfig, cluster_domain
+from activator.config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from activator.handler import go_html_escape
 from activator.reporter import backoff_delays
 from activator.revision import RevisionInfo, identify
@@ -119,7 +119,6 @@ def test_config_defaults_and_overrides(tmp_path: Path) -> None:
     text = str(err.value)
     for key in ("POD_NAME", "POD_IP", "PROBE_FREQUENCY", "SLUICE_MESH_COMPATIBILITY_MODE"):
         assert key in text
-    assert cluster_domain({}, str(tmp_path / "missing")) == "cluster.local"
 
 
 def test_configmaps() -> None:
