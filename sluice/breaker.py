@@ -31,7 +31,7 @@ class Breaker:
     beyond `capacity + queue_depth` admitted, `reserve` refuses at once (Go's
     breaker answers 503 `pending request queue full` then)."""
 
-    __slots__ = ("capacity", "in_flight", "max_admitted", "queue_depth", "waiting")
+    __slots__ = ("_cancelled", "capacity", "in_flight", "max_admitted", "queue_depth", "waiting")
 
     def __init__(self, capacity: int, queue_depth: int) -> None:
         if capacity < 0 or queue_depth < 0:
@@ -41,19 +41,22 @@ class Breaker:
         self.max_admitted = capacity + queue_depth
         self.in_flight = 0
         self.waiting: deque[Ticket] = deque()
+        # Waiters that left (timeout, client gone) still in `waiting`: removed lazily,
+        # because deque.remove is O(n) and a mass timeout of a long queue would be O(n²).
+        self._cancelled = 0
 
     @property
     def admitted(self) -> int:
         """Requests executing plus waiting (the `kn.serving.queue.depth` gauge)."""
-        return self.in_flight + len(self.waiting)
+        return self.in_flight + len(self.waiting) - self._cancelled
 
     def reserve(self, on_grant: Callable[[], None] = _noop) -> Ticket | None:
         """Admits a request: a granted ticket, a waiting one (`on_grant` runs later),
         or None when the queue is full."""
-        if self.in_flight < self.capacity and not self.waiting:
+        if self.in_flight < self.capacity and len(self.waiting) == self._cancelled:
             self.in_flight += 1
             return Ticket(on_grant, True)
-        if self.in_flight + len(self.waiting) >= self.max_admitted:
+        if self.admitted >= self.max_admitted:
             return None
         ticket = Ticket(on_grant, False)
         self.waiting.append(ticket)
@@ -67,11 +70,11 @@ class Breaker:
         if ticket.granted:
             self.in_flight -= 1
             self._grant()
-        else:
-            try:
-                self.waiting.remove(ticket)
-            except ValueError:
-                pass
+            return
+        self._cancelled += 1
+        if self._cancelled > 64 and self._cancelled * 2 > len(self.waiting):
+            self.waiting = deque(t for t in self.waiting if not t.released)
+            self._cancelled = 0
 
     def update_capacity(self, capacity: int) -> None:
         """The activator resizes its per-revision breaker as pods come and go."""
@@ -83,6 +86,9 @@ class Breaker:
         waiting = self.waiting
         while waiting and self.in_flight < self.capacity:
             ticket = waiting.popleft()
+            if ticket.released:
+                self._cancelled -= 1
+                continue
             ticket.granted = True
             self.in_flight += 1
             ticket.on_grant()

@@ -69,3 +69,19 @@ def test_capacity_update_grants_queued_requests() -> None:
 def test_negative_sizes_rejected() -> None:
     with pytest.raises(ValueError):
         Breaker(-1, 0)
+
+
+def test_mass_cancellation_is_linear_and_keeps_counts_right() -> None:
+    b = Breaker(capacity=1, queue_depth=100_000)
+    running = b.reserve()
+    waiters = [b.reserve() for _ in range(100_000)]
+    assert b.admitted == 100_001
+    for t in waiters[:-1]:  # all but the last time out while queued
+        assert t is not None
+        b.release(t)
+    assert b.admitted == 2
+    assert running is not None
+    b.release(running)
+    last = waiters[-1]
+    assert last is not None and last.granted  # skipped every cancelled one
+    assert b.admitted == 1 and b.in_flight == 1
