@@ -1,0 +1,248 @@
+"""The ingress of `sluice local`: what Knative's route reconciler + a KIngress implementation do.
+
+One port; a request is matched to a Route by Host (`<route>.<ns>.<domain>`, `<tag>-<route>...`,
+or the cluster-local forms) or, failing that, by a path prefix (`/<route>/...` or
+`/<ns>/<route>/...`, stripped before forwarding). The Route's `status.traffic` picks a revision
+by weight, and the request goes to an address of the revision's **public** Endpoints — the
+activator while the SKS is in Proxy mode, the pods in Serve mode (CONTRACT.md §0) — with
+`Knative-Serving-Revision` / `Knative-Serving-Namespace` added, as Knative's ingresses do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.http.client import UpstreamPool
+from sluice.http.forward import Forwarder, build_request_head
+from sluice.http.server import Exchange, HttpServer
+
+from .controller.caches import Caches
+from .controller.names import meta
+
+__all__ = ["Ingress", "RouteStats"]
+
+_DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace"})
+# How long a request waits for a route's endpoints to appear (a revision just created).
+ENDPOINTS_WAIT = 30.0
+
+
+@dataclass
+class RouteStats:
+    requests: int = 0
+    in_flight: int = 0
+    errors_5xx: int = 0
+    status_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    namespace: str
+    route: str
+    host: str
+    # (revision, weight) choices; a tag host has exactly one.
+    choices: tuple[tuple[str, int], ...]
+
+
+class _Table:
+    def __init__(self, caches: Caches, domain: str) -> None:
+        self.hosts: dict[str, _Target] = {}
+        self.paths: dict[str, _Target] = {}
+        names: dict[str, list[_Target]] = {}
+        for route in caches.routes.items():
+            m = meta(route)
+            ns, name = m.get("namespace", "default"), m["name"]
+            traffic = (route.get("status") or {}).get("traffic") or []
+            host = f"{name}.{ns}.{domain}"
+            weighted = tuple((t["revisionName"], int(t.get("percent") or 0)) for t in traffic if t.get("percent"))
+            target = _Target(ns, name, host, weighted)
+            for h in (host, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"):
+                self.hosts[h] = target
+            for t in traffic:
+                if t.get("tag"):
+                    tag_host = f"{t['tag']}-{name}.{ns}.{domain}"
+                    self.hosts[tag_host] = _Target(ns, name, tag_host, ((t["revisionName"], 1),))
+            self.paths[f"{ns}/{name}"] = target
+            names.setdefault(name, []).append(target)
+        for name, targets in names.items():
+            chosen = next((t for t in targets if t.namespace == "default"), targets[0] if len(targets) == 1 else None)
+            if chosen is not None:
+                self.paths[name] = chosen
+
+
+class Ingress:
+    def __init__(self, caches: Caches, domain: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.caches = caches
+        self.domain = domain
+        self.clock = clock
+        self.server = HttpServer(self)
+        self.stats: dict[tuple[str, str], RouteStats] = {}
+        self._pools: dict[tuple[str, int], UpstreamPool] = {}
+        self._table: _Table | None = None
+        self._rr = 0
+        self._changed = asyncio.Event()
+        caches.subscribe(self._invalidate)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _invalidate(self) -> None:
+        self._table = None
+        self._changed.set()
+
+    def table(self) -> _Table:
+        if self._table is None:
+            self._table = _Table(self.caches, self.domain)
+        return self._table
+
+    async def listen(self, host: str, port: int) -> None:
+        await self.server.listen(host, port)
+
+    async def close(self) -> None:
+        self.server.stop_accepting()
+        for conn in list(self.server.connections):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for pool in self._pools.values():
+            pool.close()
+
+    # ---- routing ------------------------------------------------------------------------
+
+    def match(self, host: bytes, url: bytes) -> tuple[_Target | None, bytes]:
+        """The target and the URL to forward (with a matched path prefix removed)."""
+        table = self.table()
+        h = host.decode("latin-1").lower()
+        # Drop a port: after the bracket of an IPv6 literal, else after the last colon.
+        h = h.split("]")[0] + "]" if h.startswith("[") else h.rsplit(":", 1)[0]
+        target = table.hosts.get(h)
+        if target is not None:
+            return target, url
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        segments = path.lstrip("/").split("/")
+        for n in (2, 1):
+            if len(segments) >= n:
+                target = table.paths.get("/".join(segments[:n]))
+                if target is not None:
+                    prefix_len = 1 + len("/".join(segments[:n]))
+                    rest = url[prefix_len:]
+                    if not rest.startswith(b"/"):
+                        rest = b"/" + rest
+                    return target, rest
+        return None, url
+
+    def _address(self, namespace: str, revision: str) -> tuple[str, int] | None:
+        eps = self.caches.endpoints.get(namespace, revision)
+        found: list[tuple[str, int]] = []
+        for subset in (eps or {}).get("subsets") or ():
+            port = next((int(p["port"]) for p in subset.get("ports") or () if p.get("name") in ("http", "http2")), 0)
+            if port:
+                found += [(str(a["ip"]), port) for a in subset.get("addresses") or () if a.get("ip")]
+        if not found:
+            return None
+        self._rr += 1
+        return found[self._rr % len(found)]
+
+    # ---- handling -------------------------------------------------------------------------
+
+    def __call__(self, ex: Exchange) -> None:
+        target, url = self.match(ex.header(b"host") or b"", ex.url)
+        if target is None or not target.choices:
+            ex.respond_error(404, "no route for this host or path" if target is None else "route has no ready revision")
+            return
+        if len(target.choices) == 1:
+            revision = target.choices[0][0]
+        else:
+            revision = random.choices([c[0] for c in target.choices], weights=[c[1] for c in target.choices])[0]
+        stats = self.stats.setdefault((target.namespace, target.route), RouteStats())
+        stats.requests += 1
+        stats.in_flight += 1
+        ex.url = url
+        _Relay(self, ex, target, revision, stats).start()
+
+    def pool(self, ip: str, port: int) -> UpstreamPool:
+        pool = self._pools.get((ip, port))
+        if pool is None:
+            pool = self._pools[(ip, port)] = UpstreamPool(ip, port, max_idle=100)
+        return pool
+
+
+class _Relay:
+    def __init__(self, ingress: Ingress, ex: Exchange, target: _Target, revision: str, stats: RouteStats) -> None:
+        self.ingress = ingress
+        self.ex = ex
+        self.target = target
+        self.revision = revision
+        self.stats = stats
+        self.forwarder: Forwarder | None = None
+        self.done = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.ex.on_abort = self._client_gone
+        addr = self.ingress._address(self.target.namespace, self.revision)
+        if addr is not None:
+            self._forward(addr)
+            return
+        self.task = asyncio.get_running_loop().create_task(self._wait_for_endpoints())
+        self.ingress._tasks.add(self.task)
+        self.task.add_done_callback(self.ingress._tasks.discard)
+
+    async def _wait_for_endpoints(self) -> None:
+        deadline = self.ingress.clock() + ENDPOINTS_WAIT
+        while not self.done:
+            addr = self.ingress._address(self.target.namespace, self.revision)
+            if addr is not None:
+                self._forward(addr)
+                return
+            remaining = deadline - self.ingress.clock()
+            if remaining <= 0:
+                self.ex.respond_error(503, f"no endpoints for revision {self.revision}")
+                self._finish()
+                return
+            self.ingress._changed.clear()
+            try:
+                await asyncio.wait_for(self.ingress._changed.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+
+    def _forward(self, addr: tuple[str, int]) -> None:
+        ex = self.ex
+        extra = (
+            b"Knative-Serving-Revision: " + self.revision.encode() + b"\r\n"
+            b"Knative-Serving-Namespace: " + self.target.namespace.encode() + b"\r\n" + ex.conn.xff_line
+        )
+        head = build_request_head(ex, self.target.host.encode(), _DROP, extra)
+        self.forwarder = Forwarder(ex, self.ingress.pool(*addr), head, self._forwarded)
+        self.forwarder.start()
+
+    def _forwarded(self, _f: Forwarder) -> None:
+        self._finish()
+
+    def _client_gone(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.ex.on_abort = None
+        st = self.stats
+        st.in_flight -= 1
+        status = self.ex.status
+        st.status_counts[status] = st.status_counts.get(status, 0) + 1
+        if status >= 500:
+            st.errors_5xx += 1
+
+
+def route_stats_json(stats: dict[tuple[str, str], RouteStats]) -> dict[str, Any]:
+    return {
+        f"{ns}/{name}": {"requests": s.requests, "in_flight": s.in_flight, "errors_5xx": s.errors_5xx}
+        for (ns, name), s in stats.items()
+    }

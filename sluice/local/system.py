@@ -1,0 +1,141 @@
+"""The system side of `sluice local`: the `knative-serving` namespace and its ConfigMaps, and the
+activator and autoscaler processes with the environment that points them at the embedded API
+(CONTRACT.md §3.1, §4.1).
+
+Address plan on loopback: the activator is `<net>.0.2` (ports 8012/8013 as in a cluster), the
+autoscaler `<net>.0.3` (stat server :8080), pods `<net>.1.1` upward.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .controller.names import SYSTEM_NAMESPACE
+from .kube import ALL, Kube, KubeError
+from .kubeapi import default_crd_dir
+
+__all__ = ["activator_env", "autoscaler_env", "create_system_objects", "shipped_configmaps"]
+
+# Knative's shipped ConfigMaps hold only `_example`; these keys change behaviour in `sluice local`.
+LOCAL_OVERRIDES: dict[str, dict[str, str]] = {
+    # No service mesh on one machine, and no ClusterIP routing: pods are reached directly.
+    "config-network": {"mesh-compatibility-mode": "disabled"},
+    # The queue-proxies serve :9091 (queue depth for `sluice local status`), see resources.py.
+    "config-observability": {"request-metrics-protocol": "prometheus"},
+}
+CONFIGMAP_NAMES = (
+    "config-autoscaler",
+    "config-defaults",
+    "config-deployment",
+    "config-features",
+    "config-leader-election",
+    "config-logging",
+    "config-network",
+    "config-observability",
+)
+
+
+def shipped_configmaps() -> dict[str, dict[str, str]]:
+    """`data` of Knative's ConfigMaps from the shared config directory when present (its
+    `_example` keys only document defaults), else empty maps: either way Knative's defaults."""
+    out: dict[str, dict[str, str]] = {name: {} for name in CONFIGMAP_NAMES}
+    crds = default_crd_dir()
+    directory = crds.parent / "configmaps" if crds is not None else None
+    if directory is None or not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+                    name = (doc.get("metadata") or {}).get("name", "")
+                    if name in out:
+                        out[name] = {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
+        except (OSError, yaml.YAMLError):
+            continue
+    return out
+
+
+async def create_system_objects(
+    kube: Kube, autoscaler_overrides: Mapping[str, str], activator_ip: str, autoscaler_ip: str
+) -> None:
+    try:
+        await kube.create(ALL.NAMESPACES, "", {"metadata": {"name": SYSTEM_NAMESPACE}})
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+    data = shipped_configmaps()
+    for name, values in LOCAL_OVERRIDES.items():
+        data[name] = data[name] | values
+    data["config-autoscaler"] = data["config-autoscaler"] | dict(autoscaler_overrides)
+    for name, values in data.items():
+        body = {"metadata": {"name": name, "namespace": SYSTEM_NAMESPACE}, "data": values}
+        try:
+            await kube.create(ALL.CONFIGMAPS, SYSTEM_NAMESPACE, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            await kube.merge_patch(ALL.CONFIGMAPS, SYSTEM_NAMESPACE, name, {"data": values})
+    # The Services a cluster has for the two components (activator-service is what Knative's SKS
+    # reconciler reads the activator endpoints from).
+    for svc, ip, ports in (
+        ("activator-service", activator_ip, [("http", 80, 8012), ("http2", 81, 8013), ("https", 443, 8112)]),
+        ("autoscaler", autoscaler_ip, [("http", 8080, 8080)]),
+    ):
+        labels = {"app": svc.split("-")[0]}
+        service: dict[str, Any] = {
+            "metadata": {"name": svc, "namespace": SYSTEM_NAMESPACE, "labels": labels},
+            "spec": {"ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"} for n, p, t in ports]},
+        }
+        endpoints: dict[str, Any] = {
+            "metadata": {"name": svc, "namespace": SYSTEM_NAMESPACE, "labels": labels},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": n, "port": t} for n, _, t in ports]}],
+        }
+        for gvr, obj in ((ALL.K8S_SERVICES, service), (ALL.ENDPOINTS, endpoints)):
+            try:
+                await kube.create(gvr, SYSTEM_NAMESPACE, obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+
+
+def _common(kubeconfig: Path, pod: str, ip: str) -> dict[str, str]:
+    return {
+        "POD_NAME": pod,
+        "POD_IP": ip,
+        "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE,
+        "CONFIG_LOGGING_NAME": "config-logging",
+        "CONFIG_OBSERVABILITY_NAME": "config-observability",
+        "CLUSTER_DOMAIN": "cluster.local",
+        "KUBECONFIG": str(kubeconfig),
+        "SLUICE_KUBECONFIG": str(kubeconfig),
+    }
+
+
+def autoscaler_env(kubeconfig: Path, ip: str) -> dict[str, str]:
+    return _common(kubeconfig, "autoscaler-local", ip) | {
+        "SLUICE_STAT_SERVER_HOST": ip,
+        "SLUICE_STAT_SERVER_PORT": "8080",
+        # The activator probe before scale-to-zero (§4.4) goes where the public Service would
+        # send it: the first address of its Endpoints, which the SKS reconciler writes.
+        "SLUICE_ACTIVATOR_PROBE_ENDPOINTS": "true",
+        # One replica: no leases, no stat forwarding between replicas.
+        "SLUICE_LEADER_ELECTION": "false",
+    }
+
+
+def activator_env(kubeconfig: Path, ip: str, autoscaler_ip: str) -> dict[str, str]:
+    return _common(kubeconfig, "activator-local", ip) | {
+        "SLUICE_BIND_HOST": ip,
+        "SLUICE_AUTOSCALER_URL": f"ws://{autoscaler_ip}:8080/",
+        # One activator and nothing to take it out of a load balancer: no 45 s drain on stop.
+        "SLUICE_DRAIN_SLEEP": "0",
+    }
+
+
+def component_argv(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
