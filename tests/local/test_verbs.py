@@ -225,6 +225,10 @@ async def test_pod_graceful_delete_when_bound_to_a_node(api: Any) -> None:
     terminating = await v1.read_namespaced_pod("bound", "default")
     assert terminating.metadata.deletion_timestamp is not None
     assert terminating.metadata.deletion_grace_period_seconds == 30
+    # The kubelet may still write the status of a terminating pod: it stays.
+    await v1.patch_namespaced_pod_status("bound", "default", {"status": {"phase": "Running"}})
+    still = await v1.read_namespaced_pod("bound", "default")
+    assert still.metadata.deletion_timestamp is not None and still.status.phase == "Running"
     # The kubelet confirms with grace 0.
     await v1.delete_namespaced_pod("bound", "default", grace_period_seconds=0)
     names = [p.metadata.name for p in (await v1.list_namespaced_pod("default")).items]

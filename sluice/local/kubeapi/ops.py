@@ -101,7 +101,12 @@ class Operations:
     def write(self, rt: ResourceType, obj: JSONObj) -> Stored:
         """Store `obj`, or remove it when it is being deleted and no finalizer is left."""
         meta = obj["metadata"]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._held_by_spec_finalizers(rt, obj):
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not self._held_by_spec_finalizers(rt, obj)
+            and not self._terminating_pod(rt, obj)
+        ):
             ns, name = meta.get("namespace", ""), meta["name"]
             removed = self.store.remove(rt.group_resource, ns, name, final=obj)
             assert removed is not None
@@ -110,6 +115,13 @@ class Operations:
         stored = self.store.put(rt.group_resource, obj)
         self.gc.written(rt, stored)
         return stored
+
+    @staticmethod
+    def _terminating_pod(rt: ResourceType, obj: JSONObj) -> bool:
+        # A gracefully deleted pod stays, and takes status writes, until its kubelet
+        # confirms with a delete of grace 0 (as on a real API server).
+        grace = int(obj["metadata"].get("deletionGracePeriodSeconds") or 0)
+        return rt.group == "" and rt.plural == "pods" and grace > 0
 
     @staticmethod
     def _held_by_spec_finalizers(rt: ResourceType, obj: JSONObj) -> bool:
@@ -376,6 +388,8 @@ class Operations:
             graceful = self._graceful_pod(rt, existing, obj, grace)
             if graceful is not None:
                 return graceful
+            if meta.get("deletionGracePeriodSeconds"):
+                meta["deletionGracePeriodSeconds"] = 0  # the kubelet's confirmation
         finalizers: list[str] = list(meta.get("finalizers") or [])
         if policy == "Foreground" and "foregroundDeletion" not in finalizers and self.store.dependents(meta["uid"]):
             finalizers.append("foregroundDeletion")
