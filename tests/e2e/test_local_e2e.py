@@ -91,10 +91,22 @@ async def test_scale_from_zero_then_back_to_zero(local: Local) -> None:
 @pytest.mark.timeout(90)
 async def test_burst_panics_and_scales_up_fast(local: Local) -> None:
     name = "burst"
-    local.apply(service(name, {"autoscaling.knative.dev/target": "1", "autoscaling.knative.dev/max-scale": "4"}))
+    # With a 6 s window the default panic window (10 %) is 0.6 s: just the current 1 s bucket,
+    # which early in a second can hold too little to cross the threshold while the stable
+    # window already asks for more pods (scale-out without panic). 30 % gives 1.8 s.
+    local.apply(
+        service(
+            name,
+            {
+                "autoscaling.knative.dev/target": "1",
+                "autoscaling.knative.dev/max-scale": "4",
+                "autoscaling.knative.dev/panic-window-percentage": "30",
+            },
+        )
+    )
     await until(local, "service ready", lambda: ready(local, name), 20)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        load = Load(session, f"{local.url}/?sleep=500", host(name), 8)
+        load = Load(session, f"{local.url}/?sleep=500", host(name), 12)
         try:
             await until(local, "panic mode", lambda: any(r["panic"] for r in revisions(local, name)), 20)
             await until(local, ">= 3 ready pods", lambda: local.ready_pods(name) >= 3, 30)
