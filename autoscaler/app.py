@@ -221,9 +221,9 @@ class AutoscalerApp:
             self.kpa_queue.add(f"{meta.get('namespace', '')}/{rev}")
 
     def _enqueue_all_pas(self) -> None:
-        for key, pa in list(self.pa_informer.cache.items()):
+        for pa in self.pa_informer.items():
             if is_kpa(pa):
-                self.kpa_queue.add(key)
+                self.kpa_queue.add(key_of(pa))
 
     def _on_configmap(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         if new is None:
@@ -266,11 +266,10 @@ class AutoscalerApp:
 
     def _promote(self, bucket: str) -> None:
         logger.info("promoted: now acting on bucket %s", bucket)
-        for key in self._keys_in_bucket(list(self.metric_informer.cache), bucket):
+        for key in self._keys_in_bucket([key_of(m) for m in self.metric_informer.items()], bucket):
             self.metric_queue.add(key)
-        for key in self._keys_in_bucket(list(self.pa_informer.cache), bucket):
-            if is_kpa(self.pa_informer.cache[key]):
-                self.kpa_queue.add(key)
+        for key in self._keys_in_bucket([key_of(pa) for pa in self.pa_informer.items() if is_kpa(pa)], bucket):
+            self.kpa_queue.add(key)
 
     def _demote(self, bucket: str) -> None:
         logger.info("demoted: no longer acting on bucket %s", bucket)

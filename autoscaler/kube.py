@@ -1,15 +1,15 @@
-"""Thin helpers over kubernetes-asyncio: raw-JSON calls, informers and the work queue.
+"""The autoscaler's Kubernetes access: informers, raw-JSON calls, the work queue, `KnativeAPI`.
 
 The autoscaler handles every Kubernetes object as the JSON dict the API serves (camelCase), the
-shape `resources.py` already works on, so calls go through `call()` with `_preload_content=False`
-and skip the generated models (cheaper, and a CRD field the models do not know survives a
-round trip). One code path: the same calls run against the embedded API of `sluice local` and a
-real kube-apiserver (ARCHITECTURE.md).
+shape `resources.py` already works on. One code path: the same calls run against the embedded API
+of `sluice local` and a real kube-apiserver (ARCHITECTURE.md). The list+watch and raw-JSON
+mechanics are the shared `sluice.kube` ones; what is the autoscaler's own lives here:
 
-- `call()`        one API call, JSON in and out, `ApiException` on a non-2xx answer
+- `call()` / `call_obj()`  one API call, JSON in and out, `ApiException` on a non-2xx answer
 - `Informer`      list + watch of one resource into a cache (Go's shared informer, minus sharing)
 - `WorkQueue`     Go's workqueue: dedup, one worker per key, per-key exponential backoff
-- `load_api_client()` in-cluster config when KUBERNETES_SERVICE_HOST is set, else a kubeconfig
+- `load_api_client()` SLUICE_KUBECONFIG, else in-cluster when KUBERNETES_SERVICE_HOST is set, else
+  KUBECONFIG or ~/.kube/config
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ import asyncio
 import collections
 import contextlib
 import functools
-import json
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from sluice.kube import Informer as SharedInformer
+from sluice.kube import ListCall, api_client_from_env
+from sluice.kube.rawjson import JSONObj, api_error, api_status, call, call_obj, is_conflict, is_not_found
+
 __all__ = [
-    "Backoff",
     "Informer",
     "KnativeAPI",
     "WorkQueue",
+    "api_error",
     "api_status",
     "call",
     "call_obj",
@@ -44,25 +46,9 @@ __all__ = [
 
 logger = logging.getLogger("autoscaler.kube")
 
-JSONObj = dict[str, Any]
-EventHandler = Callable[[str, "JSONObj | None", "JSONObj | None"], None]
-"""(type ADDED/MODIFIED/DELETED, old, new): old is None on add, new is None on delete."""
-
-
-def api_status(exc: BaseException) -> int:
-    """The HTTP status of an API error, 0 for anything else (transport errors)."""
-    return int(getattr(exc, "status", 0) or 0) if isinstance(exc, ApiException) else 0
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return api_status(exc) == 404
-
-
-def is_conflict(exc: BaseException) -> bool:
-    return api_status(exc) == 409
-
 
 def key_of(obj: Mapping[str, Any]) -> str:
+    """The work-queue key of an object: "namespace/name" (Go's cache.MetaNamespaceKeyFunc)."""
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace") or ""
     return f"{ns}/{meta.get('name', '')}" if ns else str(meta.get("name", ""))
@@ -73,184 +59,24 @@ def split_key(key: str) -> tuple[str, str]:
     return ns, name
 
 
-def api_error(status: int, reason: str, body: str) -> ApiException:
-    """An `ApiException` shaped like the preloaded path's (`body` as text)."""
-    exc = ApiException(status=status, reason=reason)
-    setattr(exc, "body", body)  # noqa: B010 - the stub types it bytes; kubernetes-asyncio stores text
-    return exc
+class Informer(SharedInformer):
+    """The shared informer with client-go's reflector back-off (0.5 s doubling to 30 s): the
+    autoscaler runs beside a real apiserver it must not hammer while that is unhealthy.
 
-
-async def call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    """Calls a kubernetes-asyncio API method and returns the decoded JSON body.
-
-    Raises `ApiException` (with `.status` and `.body`) on a non-2xx answer, as the preloaded path
-    does, so callers test `is_not_found` / `is_conflict` the same way.
-    """
-    kwargs["_preload_content"] = False
-    resp = await fn(*args, **kwargs)
-    try:
-        body = await resp.read()
-        status = int(resp.status)
-        reason = str(getattr(resp, "reason", "") or "")
-    finally:
-        resp.release()
-    if not 200 <= status <= 299:
-        raise api_error(status, reason, body.decode("utf-8", "replace"))
-    return json.loads(body) if body else None
-
-
-async def call_obj(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> JSONObj:
-    """`call()` for calls that answer one object."""
-    body = await call(fn, *args, **kwargs)
-    if not isinstance(body, dict):
-        raise ApiException(status=0, reason=f"unexpected answer: {type(body).__name__}")
-    return body
-
-
-class Backoff:
-    """Exponential backoff with jitter: `next()` returns the delay to wait, `reset()` on success."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base = base
-        self.cap = cap
-        self._failures = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * (2.0**self._failures))
-        self._failures = min(self._failures + 1, 30)
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._failures = 0
-
-    @property
-    def failing(self) -> bool:
-        return self._failures > 0
-
-
-class Informer:
-    """Lists then watches one resource (optionally one namespace / label selector) into `cache`.
-
-    `list_fn` is a kubernetes-asyncio list method with its positional arguments bound (e.g.
-    `partial(custom.list_cluster_custom_object, group, version, plural)`). On 410 Gone or a broken
-    stream it relists and emits the difference, like Go's reflector; API errors are logged once
-    per failure streak and retried with backoff, so a flapping API does not storm the log.
-    """
+    Handlers get (type, old, new); `objects` is keyed by (namespace, name), `key_of()` gives the
+    work-queue key."""
 
     def __init__(
         self,
         name: str,
-        list_fn: Callable[..., Awaitable[Any]],
+        list_fn: ListCall,
         *,
         label_selector: str | None = None,
         watch_timeout: int = 300,
     ) -> None:
-        self.name = name
-        self._list_fn = list_fn
-        self._label_selector = label_selector
-        self._watch_timeout = watch_timeout
-        self.cache: dict[str, JSONObj] = {}
-        self.synced = asyncio.Event()
-        self._handlers: list[EventHandler] = []
-        self._backoff = Backoff()
-
-    def add_handler(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
-
-    def get(self, namespace: str, name: str) -> JSONObj | None:
-        return self.cache.get(f"{namespace}/{name}" if namespace else name)
-
-    def _emit(self, kind: str, old: JSONObj | None, new: JSONObj | None) -> None:
-        for handler in self._handlers:
-            try:
-                handler(kind, old, new)
-            except Exception:
-                logger.exception("%s informer handler failed", self.name)
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {"label_selector": self._label_selector} if self._label_selector else {}
-
-    async def _relist(self) -> str:
-        body = await call(self._list_fn, **self._kwargs())
-        items = body.get("items") or []
-        fresh: dict[str, JSONObj] = {}
-        for item in items:
-            fresh[key_of(item)] = item
-        old_cache = self.cache
-        self.cache = fresh
-        for key, obj in fresh.items():
-            prev = old_cache.get(key)
-            if prev is None:
-                self._emit("ADDED", None, obj)
-            elif prev.get("metadata", {}).get("resourceVersion") != obj.get("metadata", {}).get("resourceVersion"):
-                self._emit("MODIFIED", prev, obj)
-        for key, obj in old_cache.items():
-            if key not in fresh:
-                self._emit("DELETED", obj, None)
-        self.synced.set()
-        return str((body.get("metadata") or {}).get("resourceVersion") or "")
-
-    async def _watch(self, resource_version: str) -> str:
-        """Streams events from `resource_version`; returns the last version seen (stream ended)."""
-        resp = await self._list_fn(
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self._watch_timeout,
-            _preload_content=False,
-            _request_timeout=self._watch_timeout + 30,
-            **self._kwargs(),
+        super().__init__(
+            name, list_fn, label_selector=label_selector or "", watch_timeout=watch_timeout, backoff=(0.5, 30.0)
         )
-        try:
-            if not 200 <= int(resp.status) <= 299:
-                body = await resp.read()
-                raise api_error(int(resp.status), str(getattr(resp, "reason", "")), body.decode("utf-8", "replace"))
-            while True:
-                line = await resp.content.readline()
-                if not line:
-                    return resource_version
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind == "ERROR":
-                    raise api_error(int(obj.get("code") or 500), str(obj.get("reason") or ""), json.dumps(obj))
-                rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
-                resource_version = rv
-                if kind == "BOOKMARK":
-                    continue
-                key = key_of(obj)
-                if kind == "DELETED":
-                    old = self.cache.pop(key, None)
-                    self._emit("DELETED", old if old is not None else obj, None)
-                elif kind in ("ADDED", "MODIFIED"):
-                    old = self.cache.get(key)
-                    self.cache[key] = obj
-                    self._emit("ADDED" if old is None else "MODIFIED", old, obj)
-                self._backoff.reset()
-        finally:
-            resp.release()
-
-    async def run(self) -> None:
-        """Runs until cancelled."""
-        resource_version = ""
-        while True:
-            try:
-                if not resource_version:
-                    resource_version = await self._relist()
-                    self._backoff.reset()
-                resource_version = await self._watch(resource_version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                status = api_status(exc)
-                if status == 410:
-                    # Too old resource version: relist at once (Go's reflector does the same).
-                    resource_version = ""
-                    continue
-                if not self._backoff.failing:
-                    logger.warning("%s informer: %s; retrying with backoff", self.name, _describe(exc))
-                resource_version = ""
-                await asyncio.sleep(self._backoff.next())
 
 
 def _describe(exc: BaseException) -> str:
@@ -401,14 +227,7 @@ async def run_workers(
 async def load_api_client(environ: Mapping[str, str]) -> Any:
     """A kubernetes_asyncio ApiClient: in-cluster when KUBERNETES_SERVICE_HOST is set (and
     SLUICE_KUBECONFIG is not), else the kubeconfig named by SLUICE_KUBECONFIG or KUBECONFIG."""
-    from kubernetes_asyncio import client, config
-
-    explicit = environ.get("SLUICE_KUBECONFIG")
-    if not explicit and environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    path = explicit or environ.get("KUBECONFIG") or None
-    return await config.new_client_from_config(config_file=path)
+    return await api_client_from_env(environ)
 
 
 PA_GROUP, PA_VERSION, PA_PLURAL = "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers"

@@ -9,14 +9,26 @@ the way. Every call works unchanged against a real kube-apiserver.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+from ..kube.rawjson import read_body
 
 __all__ = ["ALL", "GVR", "Kube", "KubeError"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+# kubernetes-asyncio's list keyword arguments and the query parameters they stand for.
+_LIST_PARAMS = {
+    "label_selector": "labelSelector",
+    "watch": "watch",
+    "resource_version": "resourceVersion",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "timeout_seconds": "timeoutSeconds",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +112,8 @@ class Kube:
         query: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201),
     ) -> Any:
-        status, resp = await self.request(method, path, body, content_type, query)
-        try:
-            raw = await resp.read()
-        finally:
-            resp.release()
+        _, resp = await self.request(method, path, body, content_type, query)
+        status, _, raw = await read_body(resp)
         try:
             parsed: Any = json.loads(raw) if raw else {}
         except ValueError:
@@ -112,6 +121,18 @@ class Kube:
         if status not in ok:
             raise KubeError(status, parsed, f"{method} {path}")
         return parsed
+
+    def list_call(self, gvr: GVR, namespace: str = "") -> Callable[..., Awaitable[Any]]:
+        """`gvr`'s list endpoint as a kubernetes-asyncio list method (its keyword arguments in,
+        the raw response out): what `sluice.kube.Informer` lists and watches through."""
+        path = gvr.path(namespace)
+
+        async def list_(*, _preload_content: bool = False, _request_timeout: Any = 30, **params: Any) -> Any:
+            query = {_LIST_PARAMS[k]: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+            _, resp = await self.request("GET", path, query=query, timeout=_request_timeout)
+            return resp
+
+        return list_
 
     async def get(self, gvr: GVR, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,50 @@
+"""A kubernetes-asyncio `ApiClient`: from a kubeconfig file, or the pod's service account.
+
+The same client code talks to a real kube-apiserver and to the embedded API of `sluice local`
+(ARCHITECTURE.md: one code path to Kubernetes); only where the credentials come from differs.
+kubernetes_asyncio is imported lazily, when a client is actually built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_KUBECONFIG", "api_client_from_env", "kubeconfig_from_env", "new_api_client"]
+
+DEFAULT_KUBECONFIG = "~/.kube/config"  # kubectl's (and kubernetes-asyncio's) fallback
+
+
+async def new_api_client(kubeconfig: str | Path | None, context: str | None = None) -> Any:
+    """An ApiClient from the kubeconfig file `kubeconfig` (`~` expanded), or, when it is None, from
+    the in-cluster service account (KUBERNETES_SERVICE_HOST/PORT and the mounted token).
+
+    Close it with `await client.close()`."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio import config as _config
+
+    config: Any = _config  # partially typed upstream; we call two entry points
+    if kubeconfig is None:
+        config.load_incluster_config()
+        return client.ApiClient()
+    return await config.new_client_from_config(config_file=str(kubeconfig), context=context)
+
+
+def kubeconfig_from_env(environ: Mapping[str, str]) -> str | None:
+    """Which kubeconfig a component uses, None meaning in-cluster:
+
+    `SLUICE_KUBECONFIG` when set and non-empty (it wins over in-cluster: `sluice local` and tests
+    run components beside a real cluster's env); else in-cluster when `KUBERNETES_SERVICE_HOST` is
+    set (a Knative pod); else `KUBECONFIG`; else ~/.kube/config."""
+    explicit = environ.get("SLUICE_KUBECONFIG")
+    if explicit:
+        return explicit
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    return environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+
+
+async def api_client_from_env(environ: Mapping[str, str]) -> Any:
+    """`new_api_client(kubeconfig_from_env(environ))`."""
+    return await new_api_client(kubeconfig_from_env(environ))
