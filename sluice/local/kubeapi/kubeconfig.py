@@ -47,7 +47,7 @@ async def kube_client_from_kubeconfig(path: str | Path, context: str | None = No
     """A kubernetes_asyncio.client.ApiClient configured from `path` (close it with `await c.close()`).
 
     Works for any kubeconfig, this server's or a real cluster's: nothing here is specific to the
-    embedded server, which is the point."""
-    from kubernetes_asyncio import config
+    embedded server, which is the point (it is the shared loader of sluice/kube)."""
+    from sluice.kube.client import new_api_client
 
-    return await config.new_client_from_config(config_file=str(path), context=context)
+    return await new_api_client(str(path), context)
