@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.server import HttpServer, ServerLimits
 from sluice.logs import configure_logging, level_from_knative
@@ -284,11 +285,7 @@ def main() -> None:
         print(f"sluice-activator: {exc}", file=sys.stderr)
         sys.exit(1)
     configure_logging("activator", logging.INFO, {"knative.dev/pod": cfg.pod_name})
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
-        sys.exit(asyncio.run(serve(cfg)))
-    sys.exit(uvloop.run(serve(cfg)))
+    sys.exit(aio.run(serve(cfg)))
 
 
 if __name__ == "__main__":

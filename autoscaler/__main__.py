@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import Mapping
 
+from sluice import aio
 from sluice.config import ConfigError, Reader, cluster_domain
 from sluice.logs import configure_logging
 
@@ -100,7 +101,7 @@ def main() -> None:
         print(f"sluice-autoscaler: {exc}", file=sys.stderr)
         sys.exit(1)
     configure_logging("autoscaler", logging.INFO, {"knative.dev/pod": options.pod_name})
-    sys.exit(asyncio.run(run(environ, options)))
+    sys.exit(aio.run(run(environ, options)))
 
 
 if __name__ == "__main__":

@@ -378,5 +378,5 @@ class AutoscalerApp:
         await self.prober.close()
         for client in (self._direct_client, self._mesh_client):
             if client is not None:
-                await client.session.close()
+                await client.session.close()  # the SimpleClient's pools
         logger.info("autoscaler stopped")

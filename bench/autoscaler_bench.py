@@ -34,6 +34,7 @@ from autoscaler.collector import MetricCollector
 from autoscaler.resources import DeciderSpec, MetricSpec
 from autoscaler.scaling import MultiScaler
 from autoscaler.scraper import HTTPScrapeClient, ServiceScraper, StaticPods
+from sluice import aio
 from sluice.wire import Stat
 
 SPEC = DeciderSpec(
@@ -127,7 +128,7 @@ def bench_scrape(revisions: int, pods: int, seconds: int, port: int) -> dict[str
     child = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port), root], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        return asyncio.run(_bench_scrape(revisions, pods, seconds, port))
+        return aio.run(_bench_scrape(revisions, pods, seconds, port))
     finally:
         child.kill()
         child.wait()

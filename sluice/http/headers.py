@@ -189,6 +189,15 @@ class ResponseHead:
         kept.append(b"")
         self.block = b"\r\n".join(kept) if len(kept) > 1 else b""
 
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a relayed header by name (a scan: not for the proxy path)."""
+        lname = name.lower()
+        for line in self.block.split(b"\r\n"):
+            colon = line.find(b":")
+            if colon > 0 and line[:colon].strip().lower() == lname:
+                return line[colon + 1 :].strip()
+        return None
+
 
 def split_head(head: bytes) -> tuple[bytes, bytes]:
     """`HTTP/1.1 200 OK\\r\\nA: b\\r\\n` → (b"OK", b"A: b\\r\\n"): the reason and the header lines."""

@@ -13,7 +13,6 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from autoscaler.scraper import (
     StaticPods,
     population_mean_sample_size,
 )
+from sluice.http.simple import SimpleClient
 from sluice.wire import Stat, encode_stat
 
 NOW = 1_000_000.0
@@ -114,7 +114,7 @@ def _pods(*modes: str, concurrency: float = 2.0) -> list[FakePod]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[SimpleClient]:
     s = HTTPScrapeClient.create_session()
     yield s
     await s.close()
@@ -130,7 +130,7 @@ async def cluster() -> AsyncIterator[list[Pods]]:
 
 
 def _scraper(
-    pods: Pods, session: aiohttp.ClientSession, young: int = 0, **kw: object
+    pods: Pods, session: SimpleClient, young: int = 0, **kw: object
 ) -> tuple[ServiceScraper, DroppedPayloads]:
     dropped = DroppedPayloads()
     client = HTTPScrapeClient(session, dropped)
@@ -156,7 +156,7 @@ def test_sample_size(population: int, sample: int) -> None:
     assert population_mean_sample_size(population) == sample
 
 
-async def test_all_pods_scraped_and_summed(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_all_pods_scraped_and_summed(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("ok", "ok", "ok"))
     cluster.append(pods)
     scraper, _ = _scraper(pods, session)
@@ -173,7 +173,7 @@ async def test_all_pods_scraped_and_summed(session: aiohttp.ClientSession, clust
     assert all(a == ["application/protobuf"] for a in (p.accepts for p in pods.pods))
 
 
-async def test_sample_extrapolated_to_population(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_sample_extrapolated_to_population(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods(*["ok"] * 10))
     cluster.append(pods)
     scraper, _ = _scraper(pods, session)
@@ -185,7 +185,7 @@ async def test_sample_extrapolated_to_population(session: aiohttp.ClientSession,
     assert sum(p.hits for p in pods.pods) == 7
 
 
-async def test_old_pods_preferred_young_are_backups(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_old_pods_preferred_young_are_backups(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("ok", "ok", "ok", "ok", "ok"))
     cluster.append(pods)
     scraper, _ = _scraper(pods, session, young=1)  # 4 old + 1 young, n = 4
@@ -193,7 +193,7 @@ async def test_old_pods_preferred_young_are_backups(session: aiohttp.ClientSessi
     assert [p.hits for p in pods.pods] == [1, 1, 1, 1, 0]
 
 
-async def test_failed_pod_replaced_by_next_candidate(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_failed_pod_replaced_by_next_candidate(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("ok", "500", "ok", "ok", "ok"))
     cluster.append(pods)
     scraper, _ = _scraper(pods, session)
@@ -204,7 +204,7 @@ async def test_failed_pod_replaced_by_next_candidate(session: aiohttp.ClientSess
     assert sum(p.hits for p in pods.pods) == 5
 
 
-async def test_pods_exhausted(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_pods_exhausted(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("ok", "ok", "ok", "500"))  # N = n = 4, no spare candidate
     cluster.append(pods)
     scraper, _ = _scraper(pods, session)
@@ -212,7 +212,7 @@ async def test_pods_exhausted(session: aiohttp.ClientSession, cluster: list[Pods
         await scraper.scrape(60.0)
 
 
-async def test_bad_payloads_fail_and_are_counted(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_bad_payloads_fail_and_are_counted(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("corrupt", "oversized", "badtype"))
     cluster.append(pods)
     scraper, dropped = _scraper(pods, session)
@@ -222,7 +222,7 @@ async def test_bad_payloads_fail_and_are_counted(session: aiohttp.ClientSession,
     assert scraper.pods_addressable
 
 
-async def test_no_pods_no_stat(session: aiohttp.ClientSession) -> None:
+async def test_no_pods_no_stat(session: SimpleClient) -> None:
     client = HTTPScrapeClient(session)
     scraper = ServiceScraper("ns", "rev-private", StaticPods([]), client, clock=lambda: NOW)
     assert await scraper.scrape(60.0) is None
@@ -233,7 +233,7 @@ async def test_stopped_pod_and_timeout(cluster: list[Pods]) -> None:
     cluster.append(pods)
     # A pod that stopped answering: connection refused on its address.
     await pods.runners[0].cleanup()
-    short = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3))
+    short = HTTPScrapeClient.create_session(timeout=0.3)
     try:
         client = HTTPScrapeClient(short)
         with pytest.raises(ScrapeError):
@@ -244,7 +244,7 @@ async def test_stopped_pod_and_timeout(cluster: list[Pods]) -> None:
         await short.close()
 
 
-async def test_all_503_falls_back_to_service_scraping(session: aiohttp.ClientSession, cluster: list[Pods]) -> None:
+async def test_all_503_falls_back_to_service_scraping(session: SimpleClient, cluster: list[Pods]) -> None:
     pods = await _start(_pods("503", "503", "503"))
     service = await _start(_pods("ok"))
     cluster += [pods, service]
