@@ -323,6 +323,7 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.open_connections = 0
         self.closing = False
+        self._h2c: UpstreamPool | None = None  # h2 hook: see h2c_pool()
 
     def acquire_nowait(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -364,11 +365,24 @@ class UpstreamPool:
         except ValueError:
             pass
 
+    def h2c_pool(self) -> UpstreamPool:
+        """h2 hook: the h2c (prior-knowledge HTTP/2) pool to the same host:port, for HTTP/2
+        requests (CONTRACT.md §2.6 "upstream protocol mirrors downstream"). Created on first
+        use, so h2 is imported only then; duck-typed like this pool (h2client.py)."""
+        pool = self._h2c
+        if pool is None:
+            from .h2client import H2UpstreamPool
+
+            pool = self._h2c = cast(UpstreamPool, H2UpstreamPool(self.host, self.port, self.dial, self.ssl))
+        return pool
+
     def close(self) -> None:
         self.closing = True
         idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()
+        if self._h2c is not None:  # h2 hook
+            self._h2c.close()
 
 
 class DialError(ConnectionError):

@@ -162,6 +162,9 @@ class Forwarder:
         self._retried = False
 
     def start(self) -> None:
+        if self.ex.http2:
+            # h2 hook: an HTTP/2 request goes upstream as h2c (CONTRACT.md §2.6, §3.7).
+            self.pool = self.pool.h2c_pool()
         conn = self.pool.acquire_nowait()
         if conn is not None:
             self._attach(conn)
@@ -178,6 +181,13 @@ class Forwarder:
         self._dial_task = None
         if self._finished:
             self.pool.release(conn)
+            return
+        if conn.closed:
+            # Fix (found by the h2 tests): the upstream closed the new connection before this
+            # task resumed (connection_lost already ran, with no sink to tell), so the request
+            # would wait for its timeout. Treat it as a close before any byte: retried once, then 502.
+            self.conn = conn
+            self.on_upstream_error(UpstreamClosed("EOF"))
             return
         self._attach(conn)
 
@@ -252,6 +262,11 @@ class Forwarder:
 
     def on_response_body(self, data: bytes) -> None:
         self.ex.write(data)
+
+    def on_response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """h2 hook: trailers of an h2c upstream response (gRPC's grpc-status), sent with the
+        HTTP/2 stream's END_STREAM by the following `ex.end()`."""
+        self.ex.set_trailers(trailers)
 
     def on_read_done(self) -> None:
         # Whatever this read carried is relayed; a head with no body yet (a slow or

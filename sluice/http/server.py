@@ -20,11 +20,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
 from .headers import Header, error_response, http_date, plain_response, reason_phrase
+
+if TYPE_CHECKING:
+    from .h2server import H2ServerConnection
 
 __all__ = ["BodySink", "Exchange", "HttpServer", "Producer", "ServerLimits", "TunnelPeer"]
 
@@ -77,6 +80,10 @@ class _HeaderTooLarge(Exception):
 
 class Exchange:
     """One request and its response on a server connection."""
+
+    # h2 hook: the Forwarder sends HTTP/2 requests upstream as h2c (CONTRACT.md §2.6); an
+    # h2server.H2Stream says True. A class attribute: no per-request cost.
+    http2 = False
 
     __slots__ = (
         "_body_buffered",
@@ -326,6 +333,11 @@ class Exchange:
         else:
             self.abort()
 
+    def set_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """h2 hook: response trailers are relayed on HTTP/2 streams only (gRPC); HTTP/1.1
+        responses intentionally drop them (see headers.ResponseHead)."""
+        return None
+
     def abort(self) -> None:
         """Drops the connection: the response cannot be completed."""
         if self.aborted:
@@ -369,6 +381,7 @@ class ServerConnection(asyncio.Protocol):
         "client_ip",
         "closed",
         "current",
+        "h2",
         "parser",
         "parsing",
         "pending",
@@ -390,6 +403,7 @@ class ServerConnection(asyncio.Protocol):
         self.pending: deque[Exchange] = deque()
         self.closed = False
         self.tunnel_peer: TunnelPeer | None = None
+        self.h2: H2ServerConnection | None = None  # h2 hook: set once the connection speaks HTTP/2
         self.write_paused = False
         self._read_block = 0
         self._header_bytes = 0
@@ -413,6 +427,12 @@ class ServerConnection(asyncio.Protocol):
             except OSError:
                 pass
         self.server.connections.add(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            # h2 hook: HTTP/2 over TLS, negotiated by ALPN (CONTRACT.md §2.3 TLS port, §2.6).
+            from .h2server import serve_alpn_h2
+
+            serve_alpn_h2(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -443,6 +463,19 @@ class ServerConnection(asyncio.Protocol):
             # Nothing more is HTTP on this connection until the handler decides.
             self.block_read(_BLOCK_UPGRADE)
         except httptools.HttpParserError as exc:
+            if (
+                self._parse_error is None
+                and self.parser.get_method() == b"PRI"
+                and self.current is None
+                and not self.pending
+            ):
+                # h2 hook (CONTRACT.md §2.3): llhttp pauses on the prior-knowledge preface
+                # `PRI * HTTP/2.0`; from here the connection is HTTP/2. Being the parser's
+                # error branch, it costs the HTTP/1.1 path nothing; h2 is imported only now.
+                from .h2server import serve_prior_knowledge
+
+                serve_prior_knowledge(self, data)
+                return
             status, message = self._parse_error or (400, _parser_error_text(exc))
             self._fail_parse(status, message)
             # Requests parsed before the bad bytes are still answered, in order; the
@@ -576,6 +609,13 @@ class ServerConnection(asyncio.Protocol):
         self.current = ex
         if len(self.pending) < self.server.limits.max_pipelined:
             self.unblock_read(_BLOCK_PIPELINE)
+        if ex.upgrade and ex.header(b"http2-settings") is not None:
+            # h2 hook: `Upgrade: h2c` (CONTRACT.md §2.3) is answered here, before the handler,
+            # like Go's h2c.NewHandler; the request is served as HTTP/2 stream 1.
+            from .h2server import serve_upgrade
+
+            if serve_upgrade(self, ex):
+                return
         self.server.requests_started += 1
         try:
             self.server.handler(ex)
@@ -620,6 +660,19 @@ class ServerConnection(asyncio.Protocol):
             self.transport.resume_reading()
         if self.write_paused:
             peer.pause_producing()
+
+    def take_over(self, peer: H2ServerConnection) -> None:
+        """h2 hook: every later byte goes to `peer` (an HTTP/2 connection), through the tunnel
+        slot that already routes reads, write-buffer pressure and connection loss."""
+        self._cancel_header_deadline()
+        self.parsing = None
+        self.current = None
+        self.pending.clear()
+        self.tunnel_peer = peer
+        self.h2 = peer
+        self._read_block = 0
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     def tunnel_write(self, data: bytes) -> None:
         self.write(data)
@@ -746,6 +799,11 @@ class HttpServer:
             busy = False
             for conn in list(self.connections):
                 if conn.tunnel_peer is not None:
+                    if conn.h2 is not None:
+                        # h2 hook: an HTTP/2 connection is no hijacked tunnel: GOAWAY, then
+                        # its open streams finish like busy HTTP/1.1 connections (§2.11).
+                        conn.h2.begin_shutdown()
+                        busy = busy or not conn.h2.idle
                     continue
                 if conn.idle:
                     conn.close()

@@ -1,0 +1,672 @@
+"""h2c upstream: prior-knowledge HTTP/2 to the user container (queue-proxy) or to a
+queue-proxy (activator), for requests that arrived over HTTP/2 (CONTRACT.md §2.6 "upstream
+protocol mirrors downstream", §3.7). Required for gRPC: its status travels in trailers.
+
+`H2UpstreamPool` stands in for an `UpstreamPool` and `H2UpstreamStream` for an
+`UpstreamConnection`, so the `Forwarder` drives an HTTP/2 stream with the same calls as an
+HTTP/1.1 connection: `begin` (the request head it built, re-read as HTTP/2 fields), `write`,
+`end_body`, `close` (RST_STREAM CANCEL: a cancelled client cancels the upstream stream, not
+a shared connection), and the `ResponseSink` callbacks back, plus `on_response_trailers`.
+
+Streams share connections up to the server's SETTINGS_MAX_CONCURRENT_STREAMS; a new
+connection is dialled (with the same retry policy as HTTP/1.1, §2.6) only when every
+connection is full, and concurrent requests wait for one dial rather than each dialling.
+
+Flow control: response DATA is acknowledged once relayed, and not while the downstream side
+asked us to pause (`pause_producing`), so a slow client throttles the upstream at its window;
+request DATA leaves as the upstream's windows allow, the rest waits and the inbound body is
+paused (`sink.pause_request_body()`) until a WINDOW_UPDATE makes room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections import deque
+from typing import Any, Protocol, cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from .client import DialError, DialPolicy, ResponseSink, UpstreamClosed
+from .headers import HOP_BY_HOP, ResponseHead, reason_phrase
+
+__all__ = ["H2ResponseHead", "H2StreamReset", "H2UpstreamConnection", "H2UpstreamPool", "H2UpstreamStream"]
+
+log = logging.getLogger("sluice.http")
+
+STREAM_WINDOW = 1 << 20
+CONNECTION_WINDOW = 16 << 20
+# Streams assumed available before the server's SETTINGS arrive (Go's transport assumes 100).
+_INITIAL_MAX_STREAMS = 100
+# Request bytes kept beyond the upstream's window before the inbound body is paused.
+_OUT_HIGH_WATER = 64 * 1024
+
+# Request fields not valid in HTTP/2 (RFC 9113 §8.2.2); `te: trailers` is kept (gRPC needs it).
+_CONNECTION_SPECIFIC = HOP_BY_HOP | {b"http2-settings"}
+
+
+class _Silent:
+    """hpack logs every field it codes at DEBUG; even filtered out, those calls were ~4% of a
+    relayed gRPC call. Its module loggers are replaced by this no-op (only hpack's own)."""
+
+    def debug(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def quiet_hpack() -> None:
+    import hpack.hpack
+    import hpack.table
+
+    hpack.hpack.log = _Silent()  # type: ignore[assignment]
+    hpack.table.log = _Silent()  # type: ignore[assignment]
+
+
+quiet_hpack()
+
+
+class H2ResponseSink(ResponseSink, Protocol):
+    def on_response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
+
+
+class H2StreamReset(ConnectionError):
+    """The upstream reset the stream; the text is Go's (it becomes the 502 body, §2.6)."""
+
+    def __init__(self, stream_id: int, code: int) -> None:
+        try:
+            name = ErrorCodes(code).name
+        except ValueError:
+            name = f"unknown error code 0x{code:x}"
+        super().__init__(f"stream error: stream ID {stream_id}; {name}; received from peer")
+        self.code = code
+
+
+class H2ResponseHead:
+    """The `ResponseHead` surface the Forwarder reads, built from HTTP/2 response fields."""
+
+    __slots__ = ("block", "chunked", "content_length", "has_date", "upgrade_lines")
+
+    def __init__(self, block: bytes, content_length: int | None, has_date: bool) -> None:
+        self.block = block
+        self.content_length = content_length
+        self.has_date = has_date
+        self.chunked = False
+        self.upgrade_lines = b""
+
+
+def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """An HTTP/1.1 request head (forward.build_request_head) as HTTP/2 fields: pseudo-headers
+    from the request line and Host, lower-cased names, connection-specific fields dropped."""
+    lines = head.split(b"\r\n")
+    method, _, rest = lines[0].partition(b" ")
+    target = rest.rpartition(b" ")[0]
+    authority = b""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        colon = line.find(b":")
+        if colon <= 0:
+            continue
+        name = line[:colon].strip().lower()
+        value = line[colon + 1 :].strip()
+        if name == b"host":
+            authority = value
+        elif name in _CONNECTION_SPECIFIC:
+            if name == b"te" and value.lower() == b"trailers":
+                fields.append((b"te", b"trailers"))
+        else:
+            fields.append((name, value))
+    if method == b"CONNECT":
+        return [(b":method", method), (b":authority", authority or target), *fields]
+    pseudo = [(b":method", method), (b":scheme", b"http")]
+    if authority:
+        pseudo.append((b":authority", authority))
+    pseudo.append((b":path", target or b"/"))
+    return pseudo + fields
+
+
+def _response_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, H2ResponseHead]:
+    status = 0
+    parts: list[bytes] = []
+    length: int | None = None
+    has_date = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":status":
+                status = int(value)
+            continue
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+            continue
+        if name == b"date":
+            has_date = True
+        parts += (name, b": ", value, b"\r\n")
+    return status, H2ResponseHead(b"".join(parts), length, has_date)
+
+
+class H2UpstreamStream:
+    """One request/response on an upstream HTTP/2 connection (the Forwarder's `conn`)."""
+
+    tunnel = None  # HTTP/2 streams are never upgraded to tunnels
+
+    __slots__ = (
+        "_body_paused",
+        "_end_pending",
+        "_out_bytes",
+        "_paused",
+        "_released",
+        "_unacked",
+        "closed",
+        "conn",
+        "ended",
+        "head_seen",
+        "out",
+        "request_sent",
+        "response_bytes",
+        "sink",
+        "stream_id",
+    )
+
+    def __init__(self, conn: H2UpstreamConnection) -> None:
+        conn.reserved += 1
+        self.conn = conn
+        self.sink: H2ResponseSink | None = None
+        self.stream_id = 0
+        self.closed = False
+        self.ended = False
+        self.head_seen = False
+        self.response_bytes = 0
+        self.request_sent = False
+        self.out: deque[bytes] = deque()
+        self._out_bytes = 0
+        self._end_pending = False
+        self._paused = False
+        self._unacked = 0
+        self._body_paused = False
+        self._released = False
+
+    # ---- the UpstreamConnection surface -------------------------------------
+
+    def begin(self, sink: H2ResponseSink, head: bytes, head_request: bool, has_body: bool) -> None:
+        self.sink = sink
+        conn = self.conn
+        try:
+            if conn.closed:
+                raise h2.exceptions.ProtocolError("EOF")
+            sid = conn.h2.get_next_available_stream_id()
+            conn.h2.send_headers(sid, request_fields(head), end_stream=not has_body)
+        except (h2.exceptions.H2Error, ValueError) as exc:
+            # Reported on the next loop turn: the Forwarder is still attaching this stream.
+            asyncio.get_running_loop().call_soon(self._fail, UpstreamClosed(str(exc) or "EOF"))
+            return
+        self.stream_id = sid
+        self.request_sent = not has_body
+        conn.streams[sid] = self
+        conn.schedule_flush()
+
+    def write(self, data: bytes) -> None:
+        if self.closed or not data or not self.stream_id:
+            return
+        self.out.append(data)
+        self._out_bytes += len(data)
+        # Sent at the end of the loop turn, so that a body ending in the same turn (a unary
+        # call: HEADERS, DATA, end) leaves as DATA with END_STREAM, not one more empty frame.
+        self.conn.schedule_pump(self)
+        self._update_body_pause()
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.write(b"".join(parts))
+
+    def end_body(self) -> None:
+        if self.closed or not self.stream_id:
+            return
+        self._end_pending = True
+        self.conn.schedule_pump(self)
+
+    def close(self) -> None:
+        """Cancels the exchange (client gone, timeout): RST_STREAM CANCEL, the connection stays."""
+        self.sink = None
+        if self.closed:
+            return
+        self.closed = True
+        conn = self.conn
+        if self.stream_id and not self.ended:
+            conn.streams.pop(self.stream_id, None)
+            conn.reset(self.stream_id, ErrorCodes.CANCEL)
+        self._release()
+
+    # Producer: the downstream client is slow → stop acknowledging response DATA.
+    def pause_producing(self) -> None:
+        self._paused = True
+
+    def resume_producing(self) -> None:
+        if self._paused:
+            self._paused = False
+            unacked, self._unacked = self._unacked, 0
+            if unacked and not self.closed:
+                self.conn.ack(unacked, self.stream_id)
+                self.conn.schedule_flush()
+
+    # ---- events from the connection -----------------------------------------
+
+    def _on_interim(self, headers: list[tuple[bytes, bytes]]) -> None:
+        status, head = _response_head(headers)
+        if self.sink is not None:
+            self.sink.on_interim(status, cast(ResponseHead, head))
+
+    def _on_head(self, headers: list[tuple[bytes, bytes]]) -> None:
+        status, head = _response_head(headers)
+        self.head_seen = True
+        if self.sink is not None:
+            self.sink.on_response_head(status, reason_phrase(status), cast(ResponseHead, head))
+
+    def _on_data(self, data: bytes, flow_len: int) -> None:
+        self.response_bytes += len(data)
+        sink = self.sink
+        if sink is not None and data:
+            sink.on_response_body(data)
+        if self._paused:
+            self._unacked += flow_len
+        else:
+            self.conn.ack(flow_len, self.stream_id)
+
+    def _on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.sink is not None:
+            self.sink.on_response_trailers([(n, v) for n, v in headers if n[:1] != b":"])
+
+    def _on_end(self) -> None:
+        self.ended = True
+        conn = self.conn
+        conn.streams.pop(self.stream_id, None)
+        if not self.request_sent and not self.closed:
+            # The response is complete before the request body: stop sending it.
+            conn.reset(self.stream_id, ErrorCodes.CANCEL)
+        self.closed = True
+        self.out.clear()
+        self._release()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.on_response_end()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.ended = True
+        self.closed = True
+        self.out.clear()
+        self.conn.streams.pop(self.stream_id, None)
+        self._release()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.on_upstream_error(exc)
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.conn.stream_released()
+
+    # ---- request body flow control ------------------------------------------
+
+    def _pump(self) -> None:
+        if self.closed:
+            return
+        conn = self.conn
+        h2c = conn.h2
+        sid = self.stream_id
+        out = self.out
+        try:
+            while out:
+                window = h2c.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                size = min(window, h2c.max_outbound_frame_size)
+                chunk = out[0]
+                if len(chunk) <= size:
+                    out.popleft()
+                    self._out_bytes -= len(chunk)
+                    last = not out and self._end_pending
+                    h2c.send_data(sid, chunk, end_stream=last)
+                    if last:
+                        self._end_pending = False
+                        self.request_sent = True
+                else:
+                    out[0] = chunk[size:]
+                    self._out_bytes -= size
+                    h2c.send_data(sid, chunk[:size])
+            if not out and self._end_pending:
+                self._end_pending = False
+                self.request_sent = True
+                h2c.end_stream(sid)
+        except h2.exceptions.H2Error as exc:
+            conn.streams.pop(sid, None)
+            conn.reset(sid, ErrorCodes.INTERNAL_ERROR)
+            self._fail(UpstreamClosed(str(exc) or "EOF"))
+            return
+        self._update_body_pause()
+
+    def _update_body_pause(self) -> None:
+        want_pause = self.conn.write_paused or self._out_bytes > _OUT_HIGH_WATER
+        sink = self.sink
+        if sink is None:
+            return
+        if want_pause and not self._body_paused:
+            self._body_paused = True
+            sink.pause_request_body()
+        elif not want_pause and self._body_paused:
+            self._body_paused = False
+            sink.resume_request_body()
+
+
+class H2UpstreamConnection(asyncio.Protocol):
+    """One prior-knowledge h2c connection to the upstream, multiplexing streams."""
+
+    def __init__(self, pool: H2UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # The fields we send are built here (lower-cased names, no connection-specific
+            # ones): h2's per-field re-validation was a third of a relayed gRPC call's cost.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            # The app's response fields are re-read by h2server.parse_header_block (names
+            # lower-cased, connection-specific ones dropped) before they reach a client, and
+            # the client side of every relay validates what clients send.
+            validate_inbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(config)
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
+            },
+        )
+        self.streams: dict[int, H2UpstreamStream] = {}
+        self.reserved = 0  # streams handed out and not finished (some may not have begun)
+        self.closed = False
+        self.goaway = False
+        self.settings_seen = False
+        self.write_paused = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._to_pump: list[H2UpstreamStream] = []
+
+    @property
+    def available(self) -> bool:
+        if self.closed or self.goaway:
+            return False
+        limit = self.h2.remote_settings.max_concurrent_streams if self.settings_seen else _INITIAL_MAX_STREAMS
+        return self.reserved < limit
+
+    # ---- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.pool._forget(self)
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream._fail(exc or UpstreamClosed("EOF"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._connection_error(exc)
+            return
+        streams = self.streams
+        touched: list[H2UpstreamStream] = []
+        for event in events:
+            kind = type(event)
+            if kind is h2.events.DataReceived:
+                ev_data = cast(h2.events.DataReceived, event)
+                sid = ev_data.stream_id or 0
+                stream = streams.get(sid)
+                if stream is None:
+                    self.ack(ev_data.flow_controlled_length or 0, sid)
+                    continue
+                stream._on_data(ev_data.data or b"", ev_data.flow_controlled_length or 0)
+                if not touched or touched[-1] is not stream:
+                    touched.append(stream)
+            elif kind is h2.events.ResponseReceived:
+                ev_resp = cast(h2.events.ResponseReceived, event)
+                stream = streams.get(ev_resp.stream_id or 0)
+                if stream is not None:
+                    stream._on_head(cast(list[tuple[bytes, bytes]], ev_resp.headers or []))
+                    touched.append(stream)
+            elif kind is h2.events.StreamEnded:
+                stream = streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
+                if stream is not None:
+                    stream._on_end()
+            elif kind is h2.events.TrailersReceived:
+                ev_tr = cast(h2.events.TrailersReceived, event)
+                stream = streams.get(ev_tr.stream_id or 0)
+                if stream is not None:
+                    stream._on_trailers(cast(list[tuple[bytes, bytes]], ev_tr.headers or []))
+            elif kind is h2.events.StreamReset:
+                ev_rst = cast(h2.events.StreamReset, event)
+                sid = ev_rst.stream_id or 0
+                stream = streams.get(sid)
+                if stream is not None:
+                    stream._fail(H2StreamReset(sid, int(ev_rst.error_code or 0)))
+            elif kind is h2.events.WindowUpdated:
+                sid = cast(h2.events.WindowUpdated, event).stream_id or 0
+                if sid:
+                    stream = streams.get(sid)
+                    if stream is not None:
+                        stream._pump()
+                else:
+                    self._pump_all()
+            elif kind is h2.events.InformationalResponseReceived:
+                ev_info = cast(h2.events.InformationalResponseReceived, event)
+                stream = streams.get(ev_info.stream_id or 0)
+                if stream is not None:
+                    stream._on_interim(cast(list[tuple[bytes, bytes]], ev_info.headers or []))
+            elif kind is h2.events.RemoteSettingsChanged:
+                self.settings_seen = True
+                self._pump_all()
+            elif kind is h2.events.ConnectionTerminated:
+                ev_go = cast(h2.events.ConnectionTerminated, event)
+                self._on_goaway(ev_go.last_stream_id or 0)
+        self.flush()
+        for stream in touched:
+            sink = stream.sink
+            if sink is not None:
+                sink.on_read_done()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pump_all()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._pump_all()
+
+    # ---- helpers ------------------------------------------------------------
+
+    def _pump_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream._pump()
+
+    def _on_goaway(self, last_stream_id: int) -> None:
+        # No new streams here; the ones the server never saw can be retried elsewhere (the
+        # Forwarder retries a body-less request on UpstreamClosed, as for a keep-alive race).
+        self.goaway = True
+        for sid, stream in list(self.streams.items()):
+            if sid > last_stream_id:
+                stream._fail(UpstreamClosed("EOF"))
+        if not self.streams:
+            self.close()
+
+    def _connection_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        try:
+            self.h2.close_connection(error_code=exc.error_code)
+            self.flush()
+        except h2.exceptions.H2Error:
+            pass
+        self.close()
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream._fail(exc)
+
+    def ack(self, flow_len: int, sid: int) -> None:
+        if flow_len <= 0 or self.closed:
+            return
+        try:
+            self.h2.acknowledge_received_data(flow_len, sid)
+        except h2.exceptions.H2Error:
+            pass
+
+    def reset(self, sid: int, code: ErrorCodes) -> None:
+        if self.closed:
+            return
+        try:
+            self.h2.reset_stream(sid, code)
+        except h2.exceptions.H2Error:
+            return
+        self.schedule_flush()
+
+    def stream_released(self) -> None:
+        self.reserved -= 1
+        if self.goaway and not self.streams and self.reserved <= 0:
+            self.close()
+
+    def flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        if self._to_pump:
+            streams, self._to_pump = self._to_pump, []
+            for stream in streams:
+                stream._pump()
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def schedule_flush(self) -> None:
+        """The frames of one loop turn (HEADERS, DATA, END_STREAM of a unary call) leave in one write."""
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def schedule_pump(self, stream: H2UpstreamStream) -> None:
+        if not self._to_pump or self._to_pump[-1] is not stream:
+            self._to_pump.append(stream)
+        self.schedule_flush()
+
+    def _scheduled_flush(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+class H2UpstreamPool:
+    """h2c connections to one host:port, shared by concurrent streams (an UpstreamPool stand-in)."""
+
+    def __init__(self, host: str, port: int, dial: DialPolicy | None = None, ssl: Any = None) -> None:
+        self.host = host
+        self.port = port
+        self.dial = dial or DialPolicy()
+        # TLS upstream (the activator's system-internal-tls, §3.7): the context should offer
+        # ALPN "h2" for a Go peer; a Sluice QP also takes the prior-knowledge preface over TLS.
+        self.ssl = ssl
+        self.conns: list[H2UpstreamConnection] = []
+        self.closing = False
+        self._dialing: asyncio.Task[H2UpstreamConnection] | None = None
+
+    def acquire_nowait(self) -> H2UpstreamStream | None:
+        for conn in self.conns:
+            if conn.available:
+                return H2UpstreamStream(conn)
+        return None
+
+    async def connect(self) -> H2UpstreamStream:
+        while True:
+            if self.closing:
+                raise UpstreamClosed("EOF")
+            stream = self.acquire_nowait()
+            if stream is not None:
+                return stream
+            task = self._dialing
+            if task is None:
+                task = self._dialing = asyncio.get_running_loop().create_task(self._dial())
+                task.add_done_callback(self._dial_done)
+            # Every waiter shares the one dial (and its failure); cancelling a waiter does not
+            # cancel the dial.
+            await asyncio.shield(task)
+
+    def _dial_done(self, task: asyncio.Task[H2UpstreamConnection]) -> None:
+        if self._dialing is task:
+            self._dialing = None
+        if not task.cancelled():
+            task.exception()  # retrieved by the waiters; silence "never retrieved" warnings
+
+    async def _dial(self) -> H2UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        last_exc: BaseException | None = None
+        for timeout in self.dial.attempt_timeouts():
+            try:
+                _transport, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: H2UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
+                    timeout,
+                )
+            except TimeoutError as exc:
+                last_exc = exc
+                await asyncio.sleep(self.dial.sleep * (0.5 + random.random()))
+                continue
+            except OSError as exc:
+                raise DialError(self.host, self.port, exc) from exc
+            if self.closing:
+                conn.close()
+                raise UpstreamClosed("EOF")
+            self.conns.append(conn)
+            return conn
+        raise DialError(self.host, self.port, last_exc or TimeoutError())
+
+    def release(self, conn: H2UpstreamStream) -> None:
+        """A stream acquired for an exchange that ended before using it."""
+        conn.close()
+
+    def _forget(self, conn: H2UpstreamConnection) -> None:
+        try:
+            self.conns.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        self.closing = True
+        if self._dialing is not None:
+            self._dialing.cancel()
+        conns, self.conns = self.conns, []
+        for conn in conns:
+            conn.close()

@@ -1,0 +1,897 @@
+"""HTTP/2 over cleartext (h2c) on the serving ports, beside HTTP/1.1 (CONTRACT.md §2.3, §3.2).
+
+A `ServerConnection` hands its socket to an `H2ServerConnection` when the first request on it
+is the prior-knowledge preface (`PRI * HTTP/2.0`, which llhttp reports as a pause) or when a
+request asks for `Upgrade: h2c` (answered with 101; the request becomes stream 1). The
+ServerConnection stays the asyncio Protocol and forwards every byte here through its tunnel
+slot, so its write-buffer callbacks and `connection_lost` reach us unchanged.
+
+Each stream is an `H2Stream`, which offers the request/response surface of an `Exchange`, so
+the queue-proxy's and the activator's handlers, the breaker, the stats, the timeouts and the
+`Forwarder` serve it unchanged; the Forwarder sends it upstream as h2c (§2.6 "upstream
+protocol mirrors downstream"; see h2client.py) and relays the response trailers (gRPC).
+
+This module imports the `h2` library; server.py imports it only when an HTTP/2 connection
+appears, so the HTTP/1.1 path never loads it.
+
+Flow control, per stream (RFC 9113 §5.2):
+- request body: DATA is acknowledged (WINDOW_UPDATE) only once the body sink took it; while
+  the sink is paused or not attached yet (breaker queue) the data is kept and not
+  acknowledged, so the client stops at its window (1 MiB, Go's default per stream);
+- response body: DATA leaves as the client's windows allow; what does not fit is kept and
+  the stream's producer (the upstream) is paused until a WINDOW_UPDATE makes room. A full
+  socket buffer pauses every stream's producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from .h2client import quiet_hpack
+from .headers import HOP_BY_HOP, Header, http_date
+
+if TYPE_CHECKING:
+    from .server import BodySink, Exchange, Producer, ServerConnection, TunnelPeer
+
+__all__ = [
+    "H2ServerConnection",
+    "H2Stream",
+    "parse_header_block",
+    "serve_alpn_h2",
+    "serve_prior_knowledge",
+    "serve_upgrade",
+]
+
+log = logging.getLogger("sluice.http")
+quiet_hpack()
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+PREFACE_REQUEST = PREFACE[:18]  # the part shaped like an HTTP/1.x request line
+
+# Go's http2.Server defaults: 250 concurrent streams, 1 MiB receive window per stream.
+MAX_CONCURRENT_STREAMS = 250
+STREAM_WINDOW = 1 << 20
+CONNECTION_WINDOW = 16 << 20
+MAX_HEADER_LIST_SIZE = 1 << 20  # Go's DefaultMaxHeaderBytes, as for HTTP/1.1
+# Go's http2 server closes a connection whose client preface does not arrive in 10 s.
+PREFACE_TIMEOUT = 10.0
+# Response bytes kept per stream beyond the client's window before the producer is paused.
+_OUT_HIGH_WATER = 64 * 1024
+
+# Never valid in an HTTP/2 field section (RFC 9113 §8.2.2); removed from relayed headers.
+_CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host", b"http2-settings"}
+# Written by `_send_complete` itself.
+_REBUILT_FIELDS = frozenset({b"content-length", b"date"})
+
+
+def parse_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
+    """`Name: value\\r\\n` lines (what handlers and the Forwarder pass to `start_response`)
+    as HTTP/2 fields: lower-cased names, connection-specific fields dropped."""
+    cached = _block_cache.get(block)
+    if cached is not None:
+        return cached
+    out: list[tuple[bytes, bytes]] = []
+    for line in block.split(b"\r\n"):
+        colon = line.find(b":")
+        if colon <= 0:
+            continue
+        name = line[:colon].strip().lower()
+        if name in _CONNECTION_SPECIFIC:
+            continue
+        out.append((name, line[colon + 1 :].strip()))
+    # Upstream response heads repeat (gRPC: the same content-type line every time): a small
+    # cache saves the parse on the relay path. Bounded; cleared when full.
+    if len(block) <= 512:
+        if len(_block_cache) >= 256:
+            _block_cache.clear()
+        _block_cache[block] = out
+    return out
+
+
+_block_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+
+def _settings() -> h2.settings.Settings:
+    return h2.settings.Settings(
+        client=False,
+        initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+        },
+    )
+
+
+def serve_prior_knowledge(sc: ServerConnection, data: bytes) -> None:
+    """The first request on `sc` is the h2 preface: llhttp paused (or, for a malformed one,
+    failed) in `data`. Everything after the preface is HTTP/2; h2 checks the preface itself."""
+    conn = H2ServerConnection(sc)
+    sc.take_over(conn)
+    conn.h2.initiate_connection()
+    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    conn.flush()
+    conn.tunnel_write(_from_preface(data))
+
+
+def serve_alpn_h2(sc: ServerConnection) -> None:
+    """A TLS connection that negotiated `h2` by ALPN: HTTP/2 from its first byte."""
+    conn = H2ServerConnection(sc)
+    sc.take_over(conn)
+    conn.h2.initiate_connection()
+    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    conn.flush()
+
+
+def _from_preface(data: bytes) -> bytes:
+    """The connection's bytes from the preface on, rebuilt from the chunk llhttp stopped in.
+
+    llhttp pauses once the whole 24-byte preface is in (it checks the `SM` part too), so
+    this chunk holds the preface, or its tail when earlier reads brought the start."""
+    at = data.find(PREFACE)
+    if at >= 0:
+        return data[at:]
+    for cut in range(min(len(PREFACE) - 1, len(data)), 0, -1):
+        if PREFACE.endswith(data[:cut]):
+            return PREFACE + data[cut:]
+    # llhttp rejected what followed `PRI * HTTP/2.0`: a malformed preface, which h2 answers
+    # with GOAWAY(PROTOCOL_ERROR).
+    at = data.find(PREFACE_REQUEST)
+    return PREFACE_REQUEST + (data[at + len(PREFACE_REQUEST) :] if at >= 0 else data)
+
+
+def serve_upgrade(sc: ServerConnection, ex: Exchange) -> bool:
+    """`Upgrade: h2c` with `HTTP2-Settings` (RFC 7540 §3.2, Go's h2c handler): answers 101 and
+    serves the request as stream 1. False when it is not an h2c upgrade it can take; the
+    request then goes on like any other upgrade request."""
+    upgrade = ex.header(b"upgrade") or b""
+    settings = ex.header(b"http2-settings")
+    if settings is None or b"h2c" not in {t.strip().lower() for t in upgrade.split(b",")}:
+        return False
+    if ex.chunked_request:
+        return False  # Go de-chunks and buffers it; rare enough to leave to the app
+    conn = H2ServerConnection(sc)
+    try:
+        conn.h2.initiate_upgrade_connection(settings)
+    except (h2.exceptions.H2Error, binascii.Error, ValueError):
+        return False
+    sc.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    # llhttp hands an upgrade request's body over with the bytes after it, unparsed: the
+    # first Content-Length bytes are stream 1's body, HTTP/2 follows.
+    leftover, ex.upgrade_leftover = ex.upgrade_leftover, b""
+    sc.take_over(conn)
+    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    conn.flush()
+    headers = [(lname, name, value) for lname, name, value in ex.headers if lname not in _CONNECTION_SPECIFIC]
+    host = ex.header(b"host")
+    if host is not None:
+        headers.insert(0, (b"host", b"Host", host))
+    length = ex.content_length or 0
+    stream = conn.open_stream(1, ex.method, ex.url, headers, has_body=length > 0)
+    stream.upgraded = True
+    conn.last_stream_id = 1
+    conn.upgrade_body_left = length
+    conn.dispatch(stream)
+    if leftover:
+        conn.tunnel_write(leftover)
+    return True
+
+
+class H2ServerConnection:
+    """One HTTP/2 connection: the h2 state machine, its streams, and the socket's writes."""
+
+    def __init__(self, sc: ServerConnection) -> None:
+        self.sc = sc
+        self.server = sc.server
+        self.client_ip = sc.client_ip
+        self.xff_line = sc.xff_line
+        self.transport = sc.transport
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            # The fields we send are built here (lower-cased names, no connection-specific
+            # ones): h2's per-field re-validation was a third of a relayed gRPC call's cost.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(config)
+        self.h2.local_settings = _settings()
+        self.streams: dict[int, H2Stream] = {}
+        self.last_stream_id = 0
+        self.write_paused = False
+        self.goaway_sent = False
+        self.closed = False
+        self.upgrade_body_left = 0  # bytes of an `Upgrade: h2c` request body still to come
+        self._flush_handle: asyncio.Handle | None = None
+        loop = asyncio.get_running_loop()
+        self._preface_timer: asyncio.TimerHandle | None = loop.call_later(PREFACE_TIMEOUT, self._preface_timeout)
+
+    # ---- bytes in (the ServerConnection's tunnel slot) ----------------------
+
+    def tunnel_write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.upgrade_body_left:
+            data = self._upgrade_body(data)
+            if not data:
+                return
+        h2c = self.h2
+        try:
+            events = h2c.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._connection_error(exc.error_code, str(exc))
+            return
+        for event in events:
+            kind = type(event)
+            if kind is h2.events.DataReceived:
+                ev_data = cast(h2.events.DataReceived, event)
+                self._on_data(ev_data.stream_id or 0, ev_data.data or b"", ev_data.flow_controlled_length or 0)
+            elif kind is h2.events.RequestReceived:
+                self._on_request(cast(h2.events.RequestReceived, event))
+            elif kind is h2.events.StreamEnded:
+                stream = self.streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
+                if stream is not None:
+                    stream._on_end()
+            elif kind is h2.events.WindowUpdated:
+                self._on_window(cast(h2.events.WindowUpdated, event).stream_id or 0)
+            elif kind is h2.events.StreamReset:
+                self._on_reset(cast(h2.events.StreamReset, event).stream_id or 0)
+            elif kind is h2.events.RemoteSettingsChanged:
+                self._on_settings()
+            elif kind is h2.events.ConnectionTerminated:
+                # The client sends no more streams; the open ones finish, then we close.
+                self.goaway_sent = True
+                if not self.streams:
+                    self.flush()
+                    self.close()
+                    return
+            # TrailersReceived (request trailers) are not relayed upstream, like the
+            # request-side trailers of HTTP/1.1; pings are answered by h2 itself.
+        self._check_frame_size()
+        self.flush()
+
+    def _upgrade_body(self, data: bytes) -> bytes:
+        """The HTTP/1.1 body of an `Upgrade: h2c` request, which precedes the HTTP/2 bytes."""
+        take = data[: self.upgrade_body_left]
+        self.upgrade_body_left -= len(take)
+        stream = self.streams.get(1)
+        if stream is not None:
+            stream._on_data(take, 0)
+            if not self.upgrade_body_left:
+                stream._on_end()
+        self.flush()
+        return data[len(take) :]
+
+    def _check_frame_size(self) -> None:
+        # h2 checks a frame's length only once the whole frame is buffered: a peer announcing
+        # a 16 MiB frame would make us buffer it. Peek at the header of a partial frame.
+        pending = getattr(self.h2.incoming_buffer, "_data", b"")
+        if len(pending) >= 9 and int.from_bytes(pending[:3], "big") > self.h2.max_inbound_frame_size:
+            self._connection_error(ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
+
+    def tunnel_eof(self) -> None:
+        """The socket closed: every open stream's client is gone."""
+        self.closed = True
+        self._cancel_preface_timer()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if not stream.response_done:
+                stream._client_gone()
+
+    def pause_producing(self) -> None:
+        """The socket's write buffer is full: pause every stream's producer."""
+        self.write_paused = True
+        for stream in list(self.streams.values()):
+            stream._update_producer()
+
+    def resume_producing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            stream._update_producer()
+
+    # ---- events -------------------------------------------------------------
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        sid = event.stream_id or 0
+        if self.goaway_sent and sid > self.last_stream_id:
+            # Opened after our GOAWAY crossed it: never processed, safe for the client to retry.
+            self._reset(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self.last_stream_id = sid
+        method = url = authority = b""
+        headers: list[Header] = []
+        host_header: bytes | None = None
+        for name_b, value_b in event.headers or ():
+            if name_b[:1] == b":":
+                if name_b == b":method":
+                    method = value_b
+                elif name_b == b":path":
+                    url = value_b
+                elif name_b == b":authority":
+                    authority = value_b
+                continue
+            if name_b == b"host":
+                host_header = value_b
+                continue
+            headers.append((name_b, name_b, value_b))
+        # Go sets Request.Host from :authority (else a Host field); build_request_head and the
+        # handlers read it as the `host` header, as for HTTP/1.1.
+        host = authority or host_header
+        if host is not None:
+            headers.insert(0, (b"host", b"host", host))
+        if method == b"CONNECT" and not url:
+            url = authority
+        stream = self.open_stream(sid, method, url, headers, has_body=event.stream_ended is None)
+        self.dispatch(stream)
+
+    def open_stream(self, sid: int, method: bytes, url: bytes, headers: list[Header], has_body: bool) -> H2Stream:
+        stream = H2Stream(self, sid, method, url, headers, has_body)
+        watch = self.server.watch
+        watched = stream.watched
+        for lname, _name, value in headers:
+            if lname in watch:
+                prior = watched.get(lname)
+                watched[lname] = value if prior is None else prior + b", " + value
+            elif lname == b"content-length":
+                try:
+                    stream.content_length = int(value)
+                except ValueError:
+                    stream.content_length = None
+        if b"content-length" in watched:
+            try:
+                stream.content_length = int(watched[b"content-length"])
+            except ValueError:
+                stream.content_length = None
+        self.streams[sid] = stream
+        return stream
+
+    def dispatch(self, stream: H2Stream) -> None:
+        server = self.server
+        server.requests_started += 1
+        ex = cast("Exchange", stream)  # duck-typed: the Exchange surface the handlers use
+        try:
+            server.handler(ex)
+        except Exception:
+            server.log_handler_error(ex)
+            if not stream.response_started:
+                stream.respond_error(500, "internal error")
+            else:
+                stream.abort()
+
+    def _on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        stream = self.streams.get(sid)
+        if stream is None:
+            # A stream we finished (or reset) while the client was still sending: keep the
+            # connection window open.
+            self.ack(flow_len, sid)
+            return
+        stream._on_data(data, flow_len)
+
+    def _on_window(self, sid: int) -> None:
+        if sid:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream._pump()
+            return
+        for stream in list(self.streams.values()):
+            if stream.out:
+                stream._pump()
+
+    def _on_reset(self, sid: int) -> None:
+        # RST_STREAM from the client: its request is cancelled now (the breaker slot is freed
+        # by the handler's on_abort, CONTRACT.md §2.6 "a client-cancelled request writes nothing").
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            stream.closed = True
+            if not stream.response_done:
+                stream._client_gone()
+        self._maybe_close()
+
+    def _on_settings(self) -> None:
+        self._cancel_preface_timer()
+        # A changed SETTINGS_INITIAL_WINDOW_SIZE can open every stream's window.
+        for stream in list(self.streams.values()):
+            if stream.out:
+                stream._pump()
+
+    # ---- bytes out ----------------------------------------------------------
+
+    def flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        data = self.h2.data_to_send()
+        if data:
+            self.sc.write(data)
+
+    def schedule_flush(self) -> None:
+        """Writes what h2 has queued at the end of this loop iteration: the frames several
+        streams produce in one upstream read leave in one write."""
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_handle = None
+        if not self.closed:
+            self.flush()
+
+    def ack(self, flow_len: int, sid: int) -> None:
+        if flow_len <= 0 or self.closed:
+            return
+        try:
+            # h2 still credits the connection window when the stream is already closed.
+            self.h2.acknowledge_received_data(flow_len, sid)
+        except h2.exceptions.H2Error:
+            pass
+
+    def _reset(self, sid: int, code: ErrorCodes) -> None:
+        try:
+            self.h2.reset_stream(sid, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.schedule_flush()
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.goaway_sent and not self.streams and not self.closed:
+            self.flush()
+            self.close()
+
+    # ---- shutdown and errors ------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self.streams
+
+    def begin_shutdown(self) -> None:
+        """Graceful GOAWAY (NO_ERROR, last stream = the newest one we accepted), the HTTP/2 side
+        of Go's `Server.Shutdown` (CONTRACT.md §2.11): the open streams run to completion, new
+        ones are refused, and the connection closes once none is left.
+
+        Written as a raw frame: h2's `close_connection()` would put its state machine in
+        CLOSED, which refuses the frames of the streams still running."""
+        if self.goaway_sent or self.closed:
+            return
+        self.goaway_sent = True
+        self.flush()
+        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.NO_ERROR)
+        self.sc.write(frame.serialize())
+        self._maybe_close()
+
+    def _connection_error(self, code: int, detail: str) -> None:
+        """A connection error (RFC 9113 §5.4.1): GOAWAY with its code, then close. Malformed
+        prefaces and frames end here, never in a hang."""
+        log.debug("h2 connection error %s: %s", code, detail)
+        try:
+            self.h2.close_connection(error_code=code, last_stream_id=self.last_stream_id)
+            data = self.h2.data_to_send()
+        except h2.exceptions.H2Error:
+            frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=code)
+            data = frame.serialize()
+        if data:
+            self.sc.write(data)
+        self.close()
+        self.tunnel_eof()
+
+    def _preface_timeout(self) -> None:
+        self._preface_timer = None
+        if not self.closed:
+            self._connection_error(ErrorCodes.PROTOCOL_ERROR, "client preface timeout")
+
+    def _cancel_preface_timer(self) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
+            self._preface_timer = None
+
+    def close(self) -> None:
+        self.sc.close()
+
+    # ServerConnection-like surface used by handlers through `ex.conn`.
+    def write(self, data: bytes) -> None:
+        self.sc.write(data)
+
+    def block_read(self, reason: int) -> None:
+        return None
+
+    def unblock_read(self, reason: int) -> None:
+        return None
+
+
+class H2Stream:
+    """One HTTP/2 request and its response: the `Exchange` surface over a stream."""
+
+    http2 = True
+    # Fixed for every stream: HTTP/2 has no keep-alive, chunking or upgrades per request.
+    keep_alive = True
+    upgrade = False
+    upgrade_leftover = b""
+    chunked_request = False
+    expect_continue = False
+    version = b"2.0"
+    response_mode = 1
+
+    __slots__ = (
+        "_body_end_sent",
+        "_body_paused",
+        "_body_sink",
+        "_end_pending",
+        "_head",
+        "_no_body",
+        "_out_bytes",
+        "_producer_paused",
+        "_trailers",
+        "aborted",
+        "body_bytes",
+        "body_chunks",
+        "body_done",
+        "closed",
+        "conn",
+        "content_length",
+        "has_body",
+        "head_request",
+        "headers",
+        "last_write",
+        "method",
+        "on_abort",
+        "out",
+        "producer",
+        "response_done",
+        "response_started",
+        "start_time",
+        "status",
+        "stream_id",
+        "upgraded",
+        "url",
+        "watched",
+    )
+
+    def __init__(
+        self, conn: H2ServerConnection, stream_id: int, method: bytes, url: bytes, headers: list[Header], has_body: bool
+    ) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.watched: dict[bytes, bytes] = {}
+        self.has_body = has_body
+        self.body_done = not has_body
+        self.content_length: int | None = None
+        self.head_request = method == b"HEAD"
+        self.upgraded = False
+        self.body_chunks: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled length)
+        self._body_sink: BodySink | None = None
+        self._body_paused = False
+        self._body_end_sent = False
+        self.response_started = False
+        self.response_done = False
+        self.status = 0
+        self.body_bytes = 0
+        self.producer: Producer | None = None
+        self.on_abort: Callable[[], None] | None = None
+        self.aborted = False
+        self.closed = False
+        self.last_write = 0.0
+        self.start_time = time.monotonic()
+        self._head: list[tuple[bytes, bytes]] | None = None  # response head not sent yet
+        self._no_body = False
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self.out: deque[bytes] = deque()  # response DATA waiting for window
+        self._out_bytes = 0
+        self._end_pending = False
+        self._producer_paused = False
+
+    # ---- request side -------------------------------------------------------
+
+    @property
+    def client_ip(self) -> bytes:
+        return self.conn.client_ip
+
+    def header(self, lname: bytes) -> bytes | None:
+        for name, _raw, value in self.headers:
+            if name == lname:
+                return value
+        return None
+
+    def set_body_sink(self, sink: BodySink) -> None:
+        self._body_sink = sink
+        self._deliver_body()
+
+    def pause_body(self) -> None:
+        self._body_paused = True
+
+    def resume_body(self) -> None:
+        if self._body_paused:
+            self._body_paused = False
+            self._deliver_body()
+            self.conn.schedule_flush()
+
+    def _deliver_body(self) -> None:
+        sink = self._body_sink
+        if sink is None:
+            return
+        chunks = self.body_chunks
+        conn = self.conn
+        while chunks and not self._body_paused:
+            data, flow_len = chunks.popleft()
+            sink.on_request_body(data)
+            conn.ack(flow_len, self.stream_id)
+        if not chunks and self.body_done and not self._body_end_sent:
+            self._body_end_sent = True
+            sink.on_request_body_end()
+
+    def _on_data(self, data: bytes, flow_len: int) -> None:
+        sink = self._body_sink
+        if sink is not None and not self._body_paused and not self.body_chunks:
+            if data:
+                sink.on_request_body(data)
+            self.conn.ack(flow_len, self.stream_id)
+            return
+        # Not acknowledged until taken: the client's window bounds what is kept here.
+        self.body_chunks.append((data, flow_len))
+
+    def _on_end(self) -> None:
+        self.body_done = True
+        self._deliver_body()
+
+    # ---- response side ------------------------------------------------------
+
+    def respond(self, data: bytes, close: bool = False) -> None:
+        """A complete HTTP/1.1-serialised response (headers.plain_response), sent as HTTP/2."""
+        if self.response_started or self.aborted:
+            return
+        head, _, body = data.partition(b"\r\n\r\n")
+        line, _, block = head.partition(b"\r\n")
+        parts = line.split(b" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
+        fields = [(n, v) for n, v in parse_header_block(block + b"\r\n") if n not in _REBUILT_FIELDS]
+        self._send_complete(status, fields, body)
+
+    def respond_error(self, status: int, message: str) -> None:
+        """Go's `http.Error` shape (text/plain, nosniff, message + newline)."""
+        self._send_complete(
+            status,
+            [(b"content-type", b"text/plain; charset=utf-8"), (b"x-content-type-options", b"nosniff")],
+            message.encode() + b"\n",
+        )
+
+    def respond_text(
+        self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = (), content_type: bytes | None = None
+    ) -> None:
+        ctype = content_type if content_type is not None else (b"text/plain; charset=utf-8" if body else None)
+        fields = [(b"content-type", ctype)] if ctype is not None else []
+        fields += [(name.lower(), value) for name, value in extra]
+        self._send_complete(status, fields, body)
+
+    def _send_complete(self, status: int, fields: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.response_started or self.aborted:
+            return
+        self.response_started = True
+        self.status = status
+        self.last_write = time.monotonic()
+        head = [(b":status", b"%d" % status), *fields, (b"date", http_date()), (b"content-length", b"%d" % len(body))]
+        self._head = head
+        if body and not self.head_request:
+            self.body_bytes += len(body)
+            self._flush_head()
+            self.out.append(body)
+            self._out_bytes += len(body)
+        self._end()
+        self.conn.flush()
+
+    def write_interim(self, status: int, header_block: bytes = b"") -> None:
+        if self.response_started or self.aborted or self.closed:
+            return
+        fields = [(b":status", b"%d" % status), *parse_header_block(header_block)]
+        try:
+            self.conn.h2.send_headers(self.stream_id, fields)
+        except h2.exceptions.H2Error:
+            return
+        self.conn.schedule_flush()
+
+    def start_response(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        no_body: bool = False,
+        has_date: bool = False,
+    ) -> None:
+        """Prepares the response head; it leaves with the first DATA, at `flush()`, or with
+        END_STREAM at `end()` (so a head-only upstream response, such as gRPC's
+        trailers-only error, stays one HEADERS frame with END_STREAM)."""
+        if self.response_started or self.aborted:
+            return
+        self.response_started = True
+        self.status = status
+        self.last_write = time.monotonic()
+        head = [(b":status", b"%d" % status)]
+        head += parse_header_block(header_block)
+        if not has_date:  # Go's server adds Date when the handler did not
+            head.append((b"date", http_date()))
+        if content_length is not None:
+            head.append((b"content-length", b"%d" % content_length))
+        self._head = head
+        self._no_body = no_body or self.head_request
+
+    def set_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Response trailers to send with END_STREAM (gRPC's grpc-status, grpc-message)."""
+        self._trailers = [(name.lower(), value) for name, value in trailers if name[:1] != b":"]
+
+    def flush(self) -> None:
+        if self._head is not None:
+            self._flush_head()
+        self.conn.flush()
+
+    def _flush_head(self, end_stream: bool = False) -> None:
+        head, self._head = self._head, None
+        if head is None or self.closed:
+            return
+        try:
+            self.conn.h2.send_headers(self.stream_id, head, end_stream=end_stream)
+        except h2.exceptions.H2Error as exc:
+            self._stream_failed(exc)
+
+    def write(self, data: bytes) -> None:
+        if self.aborted or self.response_done or not data:
+            return
+        self.last_write = time.monotonic()
+        self.body_bytes += len(data)
+        if self._head is not None:
+            self._flush_head()
+        if self._no_body:
+            return
+        self.out.append(data)
+        self._out_bytes += len(data)
+        self._pump()
+        self.conn.schedule_flush()
+
+    def end(self, trailer_block: bytes = b"") -> None:
+        if self.aborted or self.response_done:
+            return
+        if trailer_block:
+            self.set_trailers(parse_header_block(trailer_block))
+        self._end()
+        self.conn.flush()
+
+    def _end(self) -> None:
+        self.response_done = True
+        self._end_pending = True
+        self._pump()
+
+    def terminate_with(self, text: bytes) -> None:
+        """Go's timeout handler after the response started (CONTRACT.md §2.8): the text is
+        appended to the body and the stream ends (END_STREAM, no trailers)."""
+        if self.aborted or self.response_done:
+            return
+        self._trailers = None
+        if not self._no_body:
+            self.write(text)
+        self._end()
+        self.conn.flush()
+
+    def abort(self) -> None:
+        """The response cannot be completed: RST_STREAM INTERNAL_ERROR, as Go's server does
+        when a handler aborts (http.ErrAbortHandler)."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self.response_done = True
+        self.out.clear()
+        if not self.closed:
+            self.closed = True
+            self.conn._reset(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+        self.conn.stream_finished(self)
+
+    def upgrade_to_tunnel(self, head: bytes, peer: TunnelPeer) -> None:
+        # HTTP/2 requests never carry `upgrade` (h2 rejects the header); nothing to tunnel.
+        self.abort()
+
+    # ---- flow control -------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Sends buffered DATA as far as the windows allow, then END_STREAM when asked."""
+        if self.closed:
+            return
+        h2c = self.conn.h2
+        sid = self.stream_id
+        out = self.out
+        try:
+            if self._head is not None and (out or self._end_pending):
+                end_now = self._end_pending and not out and self._trailers is None
+                self._flush_head(end_stream=end_now)
+                if end_now:
+                    self._sent_end()
+                    return
+            while out:
+                window = h2c.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                size = min(window, h2c.max_outbound_frame_size)
+                chunk = out[0]
+                if len(chunk) <= size:
+                    out.popleft()
+                    self._out_bytes -= len(chunk)
+                    last = not out and self._end_pending and self._trailers is None
+                    h2c.send_data(sid, chunk, end_stream=last)
+                    if last:
+                        self._sent_end()
+                        return
+                else:
+                    out[0] = chunk[size:]
+                    self._out_bytes -= size
+                    h2c.send_data(sid, chunk[:size])
+            if not out and self._end_pending:
+                if self._trailers is not None:
+                    h2c.send_headers(sid, self._trailers, end_stream=True)
+                else:
+                    h2c.end_stream(sid)
+                self._sent_end()
+                return
+        except h2.exceptions.H2Error as exc:
+            self._stream_failed(exc)
+            return
+        self._update_producer()
+
+    def _sent_end(self) -> None:
+        self.closed = True
+        if not self.body_done:
+            # The response is complete but the client is still sending: stop it (Go's server
+            # does the same once a handler has returned).
+            self.conn._reset(self.stream_id, ErrorCodes.NO_ERROR)
+        self._update_producer()
+        self.conn.stream_finished(self)
+
+    def _stream_failed(self, exc: Exception) -> None:
+        log.debug("h2 stream %d failed: %s", self.stream_id, exc)
+        self.closed = True
+        self.out.clear()
+        if not self.response_done:
+            self.response_done = True
+            self._client_gone()
+        self.conn.stream_finished(self)
+
+    def _update_producer(self) -> None:
+        producer = self.producer
+        if producer is None:
+            return
+        want_pause = not self.closed and (self.conn.write_paused or self._out_bytes > _OUT_HIGH_WATER)
+        if want_pause and not self._producer_paused:
+            self._producer_paused = True
+            producer.pause_producing()
+        elif not want_pause and self._producer_paused:
+            self._producer_paused = False
+            producer.resume_producing()
+
+    # Called by the connection.
+    def _client_gone(self) -> None:
+        if self.aborted:
+            return
+        self.aborted = True
+        self.response_done = True
+        self.out.clear()
+        callback, self.on_abort = self.on_abort, None
+        if callback is not None:
+            callback()
