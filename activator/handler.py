@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sluice.http.deadlines import DeadlineScanner
-from sluice.http.forward import Forwarder, build_request_head
+from sluice.http.forward import Forwarder, answer_timeout, build_request_head
 from sluice.http.server import Exchange
 from sluice.wire import WireStatMessage
 
@@ -278,15 +278,8 @@ class _Request:
             self._timeout()
 
     def _timeout(self) -> None:
-        ex = self.ex
         forwarder, self.forwarder = self.forwarder, None
-        if forwarder is not None:
-            forwarder.on_finish = _ignore
-            forwarder.cancel()
-        if ex.response_started:
-            ex.terminate_with(TIMEOUT_BODY)
-        else:
-            ex.respond_text(504, TIMEOUT_BODY)
+        answer_timeout(self.ex, forwarder, TIMEOUT_BODY)
         self._finish()
 
     # ---- completion ---------------------------------------------------------------------
@@ -305,7 +298,3 @@ class _Request:
             self.stats.request_out(act.clock())
         self.ex.on_abort = None
         act.request_finished()
-
-
-def _ignore(_forwarder: Forwarder) -> None:
-    return None

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.client import UpstreamPool
 from sluice.http.server import HttpServer
@@ -257,11 +258,7 @@ def main() -> None:
         {"knative.dev/key": cfg.log_key, "knative.dev/pod": cfg.serving_pod},
     )
     prober = ReadinessProber(probes) if probes else None
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
-        sys.exit(asyncio.run(serve(cfg, prober, obs)))
-    sys.exit(uvloop.run(serve(cfg, prober, obs)))
+    sys.exit(aio.run(serve(cfg, prober, obs)))
 
 
 if __name__ == "__main__":

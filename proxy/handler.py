@@ -19,8 +19,8 @@ from typing import Protocol
 
 from sluice.breaker import Breaker, Ticket
 from sluice.http.client import UpstreamPool
-from sluice.http.deadlines import DeadlineScanner
-from sluice.http.forward import Forwarder, build_request_head
+from sluice.http.deadlines import DeadlineScanner, RequestTimeouts
+from sluice.http.forward import Forwarder, answer_timeout, build_request_head
 from sluice.http.server import Exchange
 
 from .drain import Drainer
@@ -107,16 +107,13 @@ class QueueProxy:
         cc = container_concurrency
         # cc = 0 means no breaker at all: unlimited, no queue (§2.7).
         self.breaker: Breaker | None = Breaker(cc, 10 * cc) if cc > 0 else None
-        self.timeout = timeout
-        self.response_start_timeout = response_start_timeout
-        self.idle_timeout = idle_timeout
+        self.timeouts = RequestTimeouts(timeout, response_start_timeout, idle_timeout)
         self.drainer = drainer
         self.readiness = readiness
         self.observer = observer
         self.clock = clock
         self.stats = RequestStats(clock())
         self.deadlines = DeadlineScanner(clock)
-        self.has_timeouts = timeout > 0 or response_start_timeout > 0 or idle_timeout > 0
         self.in_flight = 0  # every accepted non-probe request, hijacked ones included
         self.probe_tasks: set[asyncio.Task[None]] = set()
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -255,7 +252,7 @@ class _Request:
         now = qp.clock()
         self.start = now
         ex.on_abort = self._client_gone
-        if qp.has_timeouts:
+        if qp.timeouts.armed:
             qp.deadlines.add(self)
         # Kubelet-like requests that get this far skip stats and the breaker (§2.6).
         if b"k-kubelet-probe" in ex.watched:
@@ -339,38 +336,14 @@ class _Request:
     # ---- timeouts (§2.8) ----------------------------------------------------
 
     def on_tick(self, now: float) -> None:
-        """Called by the shared DeadlineScanner while this request is active."""
-        if self.done:
-            return
-        qp = self.qp
-        ex = self.ex
-        elapsed = now - self.start
-        if qp.timeout > 0 and elapsed >= qp.timeout:
+        """Called by the shared DeadlineScanner while this request is active (§2.8)."""
+        if not self.done and self.qp.timeouts.expired(self.ex, self.start, now):
             self._timeout()
-        elif ex.status == 101:
-            # An established tunnel: the 101 was the first write, and tunnelled bytes
-            # are not response writes, so only the total timeout applies from here.
-            return
-        elif qp.response_start_timeout > 0 and not ex.response_started and elapsed >= qp.response_start_timeout:
-            self._timeout()
-        elif qp.idle_timeout > 0:
-            # Before the first write, "last write" is infinitely old: the idle timer
-            # then acts as a start timeout too (§2.8).
-            last = ex.last_write if ex.response_started else self.start
-            if now - last >= qp.idle_timeout:
-                self._timeout()
 
     def _timeout(self) -> None:
         self.timed_out = True
-        ex = self.ex
         forwarder, self.forwarder = self.forwarder, None
-        if forwarder is not None:
-            forwarder.on_finish = _ignore
-            forwarder.cancel()
-        if ex.response_started:
-            ex.terminate_with(TIMEOUT_BODY)
-        else:
-            ex.respond_text(504, TIMEOUT_BODY)
+        answer_timeout(self.ex, forwarder, TIMEOUT_BODY)
         self._finish()
 
     # ---- completion ---------------------------------------------------------
@@ -391,7 +364,3 @@ class _Request:
         if qp.observer is not None:
             wait = (self.granted_at or now) - self.start
             qp.observer.on_request_done(self.ex, now - self.start, wait, self.queue_depth)
-
-
-def _ignore(_forwarder: Forwarder) -> None:
-    return None

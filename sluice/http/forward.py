@@ -15,7 +15,7 @@ from .client import DialError, UpstreamClosed, UpstreamConnection, UpstreamPool
 from .headers import HOP_BY_HOP, Header, ResponseHead, connection_tokens
 from .server import Exchange
 
-__all__ = ["Forwarder", "build_request_head", "go_error_text", "header_block"]
+__all__ = ["Forwarder", "answer_timeout", "build_request_head", "go_error_text", "header_block"]
 
 # Headers the forwarder writes itself (framing) or the caller re-adds.
 _REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
@@ -344,3 +344,20 @@ class _TunnelEnd:
 
     def resume_producing(self) -> None:
         self.ex.conn.unblock_read(2)
+
+
+def _ignore(_forwarder: Forwarder) -> None:
+    return None
+
+
+def answer_timeout(ex: Exchange, forwarder: Forwarder | None, text: bytes) -> None:
+    """Knative's timeout handler firing (CONTRACT.md §2.8): the upstream request is
+    cancelled without its own completion callback, then the client gets 504 `text`,
+    or, if the response already started, `text` appended and the response ended."""
+    if forwarder is not None:
+        forwarder.on_finish = _ignore
+        forwarder.cancel()
+    if ex.response_started:
+        ex.terminate_with(text)
+    else:
+        ex.respond_text(504, text)
