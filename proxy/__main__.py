@@ -257,7 +257,7 @@ def main() -> None:
         level_from_knative(cfg.serving_logging_level, cfg.serving_logging_config),
         {"knative.dev/key": cfg.log_key, "knative.dev/pod": cfg.serving_pod},
     )
-    prober = ReadinessProber(probes) if probes else None
+    prober = ReadinessProber(probes, http2_auto_detection=cfg.enable_http2_auto_detection) if probes else None
     sys.exit(aio.run(serve(cfg, prober, obs)))
 
 

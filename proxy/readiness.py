@@ -276,7 +276,8 @@ class ProbeError(Exception):
 
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
-_END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+_CONTINUATION = 0x9
 _GRPC_SERVING = 1
 
 
@@ -409,6 +410,73 @@ async def grpc_attempt(probe: Probe) -> None:
         await _close(writer)
 
 
+async def h2c_http_attempt(probe: Probe) -> None:
+    """The HTTP probe over prior-knowledge h2c (ENABLE_HTTP2_AUTO_DETECTION, §2.5). Raises
+    unless the status is 200-399. HPACK comes from the `hpack` package (part of `h2`),
+    imported only here so a default pod never loads it."""
+    from hpack import Decoder, Encoder
+
+    headers = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", _request_target(probe.path)),
+        (":authority", _join_host_port(probe.host, probe.port)),
+        ("user-agent", KUBE_PROBE_USER_AGENT),
+    ]
+    skip = ("host", "user-agent", "connection")
+    headers += [(n.lower(), v) for n, v in probe.http_headers if n.lower() not in skip]
+    reader, writer = await asyncio.open_connection(probe.host, probe.port)
+    try:
+        writer.write(
+            _H2_PREFACE
+            + _h2_frame(_SETTINGS, 0, 0, b"")
+            + _h2_frame(_HEADERS, _END_HEADERS | _END_STREAM, 1, Encoder().encode(headers))
+        )
+        await writer.drain()
+        block = bytearray()
+        while True:
+            head = await reader.readexactly(9)
+            length = int.from_bytes(head[:3], "big")
+            ftype, flags = head[3], head[4]
+            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = await reader.readexactly(length)
+            if ftype == _SETTINGS and not flags & _ACK:
+                writer.write(_h2_frame(_SETTINGS, _ACK, 0, b""))
+            elif ftype == _PING and not flags & _ACK:
+                writer.write(_h2_frame(_PING, _ACK, 0, payload))
+            elif ftype == _GOAWAY or (ftype == _RST_STREAM and stream == 1):
+                raise ProbeError("h2c probe: the server refused the stream")
+            elif ftype in (_HEADERS, _CONTINUATION) and stream == 1:
+                if ftype == _HEADERS:
+                    if flags & _PADDED and payload:
+                        payload = payload[1 : len(payload) - payload[0]]
+                    if flags & _PRIORITY:
+                        payload = payload[5:]
+                block += payload
+                if flags & _END_HEADERS:
+                    # hpack's stubs say bytes; it returns str unless asked for raw bytes.
+                    fields: list[tuple[Any, Any]] = list(Decoder().decode(bytes(block)))
+                    code = int(next((v for k, v in fields if k in (":status", b":status")), 0))
+                    if 100 <= code < 200:  # an interim response: the final one follows
+                        block.clear()
+                        continue
+                    if not 200 <= code < 400:
+                        raise ProbeError(f"HTTP probe did not respond Ready, got status code: {code}")
+                    return
+    finally:
+        await _close(writer)
+
+
+async def auto_http_attempt(probe: Probe) -> None:
+    """§2.5 with ENABLE_HTTP2_AUTO_DETECTION: h2c first; if that does not yield 200-399,
+    HTTP/1.1 (re-detected on every attempt, as Go does)."""
+    try:
+        await h2c_http_attempt(probe)
+    except (OSError, EOFError, ValueError, ProbeError, asyncio.IncompleteReadError) as exc:
+        log.debug("h2c probe of %s:%d failed (%r); trying HTTP/1.1", probe.host, probe.port, exc)
+        await http_attempt(probe)
+
+
 _ATTEMPTS: dict[str, Callable[[Probe], Awaitable[None]]] = {
     "tcp": tcp_attempt,
     "http": http_attempt,
@@ -435,8 +503,12 @@ class ReadinessProber:
         aggressive_attempt_timeout: float = AGGRESSIVE_ATTEMPT_TIMEOUT,
         aggressive_deadline: float = AGGRESSIVE_DEADLINE,
         clock: Callable[[], float] = time.monotonic,
+        http2_auto_detection: bool = False,
     ) -> None:
         self.probes = tuple(probes)
+        self._attempts = dict(_ATTEMPTS)
+        if http2_auto_detection:
+            self._attempts["http"] = auto_http_attempt
         self._interval = aggressive_interval
         self._attempt_timeout = aggressive_attempt_timeout
         self._deadline = aggressive_deadline
@@ -488,7 +560,7 @@ class ReadinessProber:
     async def _attempt(self, probe: Probe, limit: float) -> bool:
         try:
             async with asyncio.timeout(limit):
-                await _ATTEMPTS[probe.kind](probe)
+                await self._attempts[probe.kind](probe)
         except (OSError, EOFError, ValueError, ProbeError, TimeoutError) as exc:
             log.debug("%s probe %s:%d failed: %r", probe.kind, probe.host, probe.port, exc)
             return False
