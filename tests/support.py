@@ -242,6 +242,10 @@ def qp_env(user_port: int, **overrides: str) -> dict[str, str]:
     return env
 
 
+class _PortTaken(RuntimeError):
+    pass
+
+
 class QueueProxySubprocess:
     """`python -m proxy` as a real process on free ports."""
 
@@ -264,7 +268,28 @@ class QueueProxySubprocess:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> QueueProxySubprocess:
+    def start(self, attempts: int = 3) -> QueueProxySubprocess:
+        """Starts and waits until the serving port accepts. A free port can be taken by
+        another process between `free_port()` and the bind: then retry on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self._reallocate()
+        raise AssertionError("unreachable")
+
+    def _reallocate(self) -> None:
+        self.port, self.admin_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.env.update(
+            QUEUE_SERVING_PORT=str(self.port),
+            QUEUE_SERVING_TLS_PORT=str(free_port()),
+            SLUICE_ADMIN_PORT=str(self.admin_port),
+            SLUICE_METRICS_PORT=str(self.metrics_port),
+        )
+
+    def _start_once(self) -> QueueProxySubprocess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy"],
             cwd=ROOT,
@@ -275,9 +300,10 @@ class QueueProxySubprocess:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"queue-proxy exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
-                )
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                if "address already in use" in err:
+                    raise _PortTaken(err)
+                raise RuntimeError(f"queue-proxy exited: {err}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return self
             time.sleep(0.02)
