@@ -17,7 +17,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -370,6 +370,31 @@ def grpc_request_bytes(probe: Probe) -> bytes:
     )
 
 
+async def _stream1_frames(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, what: str
+) -> AsyncIterator[tuple[int, int, bytes]]:
+    """Frames of stream 1 as (type, flags, payload), answering SETTINGS and PING on the way;
+    a GOAWAY or a reset of stream 1 ends the probe (raised as ProbeError naming `what`)."""
+    while True:
+        head = await reader.readexactly(9)
+        length = int.from_bytes(head[:3], "big")
+        ftype, flags = head[3], head[4]
+        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        payload = await reader.readexactly(length)
+        if ftype == _SETTINGS and not flags & _ACK:
+            writer.write(_h2_frame(_SETTINGS, _ACK, 0, b""))
+        elif ftype == _PING and not flags & _ACK:
+            writer.write(_h2_frame(_PING, _ACK, 0, payload))
+        elif ftype == _GOAWAY or (ftype == _RST_STREAM and stream == 1):
+            raise ProbeError(f"{what}: stream reset by the server")
+        elif stream == 1:
+            if ftype in (_DATA, _HEADERS) and flags & _PADDED and payload:
+                payload = payload[1 : len(payload) - payload[0]]
+            if ftype == _HEADERS and flags & _PRIORITY:
+                payload = payload[5:]
+            yield ftype, flags, payload
+
+
 async def grpc_attempt(probe: Probe) -> None:
     """kubelet-style gRPC health probe. Raises unless the service reports SERVING."""
     reader, writer = await asyncio.open_connection(probe.host, probe.port)
@@ -377,21 +402,8 @@ async def grpc_attempt(probe: Probe) -> None:
         writer.write(grpc_request_bytes(probe))
         await writer.drain()
         data = bytearray()
-        while True:
-            head = await reader.readexactly(9)
-            length = int.from_bytes(head[:3], "big")
-            ftype, flags = head[3], head[4]
-            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-            payload = await reader.readexactly(length)
-            if ftype == _SETTINGS and not flags & _ACK:
-                writer.write(_h2_frame(_SETTINGS, _ACK, 0, b""))
-            elif ftype == _PING and not flags & _ACK:
-                writer.write(_h2_frame(_PING, _ACK, 0, payload))
-            elif ftype == _GOAWAY or (ftype == _RST_STREAM and stream == 1):
-                raise ProbeError("gRPC health check: stream reset by the server")
-            elif ftype == _DATA and stream == 1:
-                if flags & _PADDED and payload:
-                    payload = payload[1 : len(payload) - payload[0]]
+        async for ftype, flags, payload in _stream1_frames(reader, writer, "gRPC health check"):
+            if ftype == _DATA:
                 data += payload
                 if len(data) >= 5:
                     if data[0] != 0:
@@ -404,7 +416,7 @@ async def grpc_attempt(probe: Probe) -> None:
                         return
                 if flags & _END_STREAM:
                     raise ProbeError("gRPC health check: truncated response message")
-            elif ftype == _HEADERS and stream == 1 and flags & _END_STREAM:
+            elif ftype == _HEADERS and flags & _END_STREAM:
                 raise ProbeError("gRPC health check: call failed (trailers-only response)")
     finally:
         await _close(writer)
@@ -434,24 +446,8 @@ async def h2c_http_attempt(probe: Probe) -> None:
         )
         await writer.drain()
         block = bytearray()
-        while True:
-            head = await reader.readexactly(9)
-            length = int.from_bytes(head[:3], "big")
-            ftype, flags = head[3], head[4]
-            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-            payload = await reader.readexactly(length)
-            if ftype == _SETTINGS and not flags & _ACK:
-                writer.write(_h2_frame(_SETTINGS, _ACK, 0, b""))
-            elif ftype == _PING and not flags & _ACK:
-                writer.write(_h2_frame(_PING, _ACK, 0, payload))
-            elif ftype == _GOAWAY or (ftype == _RST_STREAM and stream == 1):
-                raise ProbeError("h2c probe: the server refused the stream")
-            elif ftype in (_HEADERS, _CONTINUATION) and stream == 1:
-                if ftype == _HEADERS:
-                    if flags & _PADDED and payload:
-                        payload = payload[1 : len(payload) - payload[0]]
-                    if flags & _PRIORITY:
-                        payload = payload[5:]
+        async for ftype, flags, payload in _stream1_frames(reader, writer, "h2c probe"):
+            if ftype in (_HEADERS, _CONTINUATION):
                 block += payload
                 if flags & _END_HEADERS:
                     # hpack's stubs say bytes; it returns str unless asked for raw bytes.
