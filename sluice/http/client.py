@@ -11,11 +11,14 @@ import asyncio
 import errno
 import random
 import socket
-from typing import Any, Protocol, cast
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import httptools
 
 from .headers import ResponseHead, split_head
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 __all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool"]
 
@@ -303,6 +306,24 @@ class DialPolicy:
     def attempt_timeouts(self) -> list[float]:
         return [self.base * self.factor**k for k in range(self.steps)]
 
+    async def connect(self, factory: Callable[[], P], host: str, port: int, ssl: Any = None) -> P:
+        """Dials with this policy; the protocol instance on success, DialError otherwise."""
+        loop = asyncio.get_running_loop()
+        last_exc: BaseException | None = None
+        for timeout in self.attempt_timeouts():
+            try:
+                _transport, proto = await asyncio.wait_for(
+                    loop.create_connection(factory, host, port, ssl=ssl), timeout
+                )
+            except TimeoutError as exc:
+                last_exc = exc
+                await asyncio.sleep(self.sleep * (0.5 + random.random()))
+                continue
+            except OSError as exc:
+                raise DialError(host, port, exc) from exc
+            return proto
+        raise DialError(host, port, last_exc or TimeoutError())
+
 
 class UpstreamPool:
     """Idle keep-alive connections to one host:port, most recently used first."""
@@ -334,23 +355,9 @@ class UpstreamPool:
         return None
 
     async def connect(self) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        last_exc: BaseException | None = None
-        for timeout in self.dial.attempt_timeouts():
-            try:
-                _transport, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
-                    timeout,
-                )
-            except TimeoutError as exc:
-                last_exc = exc
-                await asyncio.sleep(self.dial.sleep * (0.5 + random.random()))
-                continue
-            except OSError as exc:
-                raise DialError(self.host, self.port, exc) from exc
-            self.open_connections += 1
-            return conn
-        raise DialError(self.host, self.port, last_exc or TimeoutError())
+        conn = await self.dial.connect(lambda: UpstreamConnection(self), self.host, self.port, self.ssl)
+        self.open_connections += 1
+        return conn
 
     def release(self, conn: UpstreamConnection) -> None:
         if self.closing or conn.closed or len(self.idle) >= self.max_idle:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from collections import deque
 from typing import Any, Protocol, cast
@@ -34,7 +33,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from .client import DialError, DialPolicy, ResponseSink, UpstreamClosed
+from .client import DialPolicy, ResponseSink, UpstreamClosed
 from .headers import HOP_BY_HOP, ResponseHead, reason_phrase
 
 __all__ = ["H2ResponseHead", "H2StreamReset", "H2UpstreamConnection", "H2UpstreamPool", "H2UpstreamStream"]
@@ -632,26 +631,12 @@ class H2UpstreamPool:
             task.exception()  # retrieved by the waiters; silence "never retrieved" warnings
 
     async def _dial(self) -> H2UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        last_exc: BaseException | None = None
-        for timeout in self.dial.attempt_timeouts():
-            try:
-                _transport, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: H2UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
-                    timeout,
-                )
-            except TimeoutError as exc:
-                last_exc = exc
-                await asyncio.sleep(self.dial.sleep * (0.5 + random.random()))
-                continue
-            except OSError as exc:
-                raise DialError(self.host, self.port, exc) from exc
-            if self.closing:
-                conn.close()
-                raise UpstreamClosed("EOF")
-            self.conns.append(conn)
-            return conn
-        raise DialError(self.host, self.port, last_exc or TimeoutError())
+        conn = await self.dial.connect(lambda: H2UpstreamConnection(self), self.host, self.port, self.ssl)
+        if self.closing:
+            conn.close()
+            raise UpstreamClosed("EOF")
+        self.conns.append(conn)
+        return conn
 
     def release(self, conn: H2UpstreamStream) -> None:
         """A stream acquired for an exchange that ended before using it."""
