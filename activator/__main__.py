@@ -27,6 +27,7 @@ from .reporter import StatReporter
 from .revision import RevKey
 from .revisions import Revisions
 from .stats import ConcurrencyReporter
+from .tls import SECRET_NAME, TRUST_BUNDLE_LABEL, TLSMaterial, parse_tls_version
 
 log = logging.getLogger("activator")
 
@@ -73,7 +74,11 @@ class ActivatorProcess:
         self.network = network or NetworkConfig()
         self.observability = observability or ObservabilityConfig()
         mesh_mode = cfg.mesh_compatibility_mode or self.network.mesh_compatibility_mode
-        self.pools = PoolRegistry(cfg.max_idle_proxy_conns_per_host)
+        # §3.1/§3.2/§3.7: system-internal TLS, read once at start like the other config-network keys.
+        self.tls: TLSMaterial | None = None
+        if self.network.system_internal_tls:
+            self.tls = TLSMaterial(parse_tls_version(cfg.tls_min_version), parse_tls_version(cfg.tls_max_version))
+        self.pools = PoolRegistry(cfg.max_idle_proxy_conns_per_host, self.tls, pod_tls_port=cfg.queue_tls_port)
         self.revisions = Revisions(self.pools, cfg.pod_ip, cfg.queue_depth)
         self.backends = BackendManager(
             BackendSettings(
@@ -133,7 +138,7 @@ class ActivatorProcess:
         async def list_revisions(**kw: Any) -> Any:
             return await custom.list_cluster_custom_object(SERVING_GROUP, SERVING_VERSION, REVISIONS, **kw)
 
-        return [
+        informers = [
             Informer("revisions", list_revisions, self._on_revision),
             Informer("services", core.list_service_for_all_namespaces, self.backends.service_event, PRIVATE_SERVICES),
             Informer(
@@ -149,6 +154,21 @@ class ActivatorProcess:
                 PUBLIC_ENDPOINTS,
             ),
         ]
+        if self.tls is not None:
+            # §3.1: Secret `routing-serving-certs` and the trust-bundle ConfigMaps, system namespace only.
+            ns = self.cfg.system_namespace
+
+            async def list_secrets(**kw: Any) -> Any:
+                return await core.list_namespaced_secret(ns, field_selector=f"metadata.name={SECRET_NAME}", **kw)
+
+            async def list_bundles(**kw: Any) -> Any:
+                return await core.list_namespaced_config_map(ns, **kw)
+
+            informers += [
+                Informer("tls-secret", list_secrets, self.tls.secret_event),
+                Informer("trust-bundles", list_bundles, self.tls.bundle_event, TRUST_BUNDLE_LABEL),
+            ]
+        return informers
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -164,6 +184,9 @@ class ActivatorProcess:
         host = cfg.bind_host or None
         await self.server.listen(host, cfg.http1_port)
         await self.server.listen(host, cfg.h2c_port)
+        if self.tls is not None:
+            # §3.2: 8112, same handler over TLS; the certificate follows the secret per handshake.
+            await self.server.listen(host, cfg.https_port, ssl=self.tls.listening)
         if self.metrics_server is not None:
             await self.metrics_server.listen(host, cfg.metrics_port)
         loop = asyncio.get_running_loop()
@@ -187,6 +210,11 @@ class ActivatorProcess:
     @property
     def h2c_port(self) -> int:
         return self.server.ports[1]
+
+    @property
+    def https_port(self) -> int:
+        """The TLS port (§3.2); 0 when system-internal TLS is off."""
+        return self.server.ports[2] if self.tls is not None else 0
 
     @property
     def metrics_port(self) -> int:

@@ -28,6 +28,7 @@ from sluice.http.client import UpstreamPool
 from .config import MESH_DISABLED, MESH_ENABLED
 from .probe import ProbeResult, probe_queue_proxy
 from .revision import RevisionInfo, RevKey
+from .tls import CLUSTER_IP_TLS_PORT, POD_TLS_PORT, TLSMaterial, TLSUpstreamPool
 
 __all__ = [
     "BackendManager",
@@ -98,17 +99,40 @@ def _split_dest(dest: str) -> tuple[str, int]:
 
 
 class PoolRegistry:
-    """One keep-alive pool per backend dest, shared by the prober and the proxy (§3.7)."""
+    """One keep-alive pool per backend dest, shared by the prober and the proxy (§3.7).
 
-    def __init__(self, max_idle_per_host: int = 100) -> None:
+    Dests stay the Endpoints' `ip:port` (the throttler's identity for a pod); with
+    system-internal TLS (`tls` set) the pool behind a dest dials the queue-proxy's TLS port
+    instead: `<podIP>:8112`, or `<clusterIP>:443` for a dest registered as a ClusterIP (§3.7).
+    """
+
+    def __init__(
+        self,
+        max_idle_per_host: int = 100,
+        tls: TLSMaterial | None = None,
+        pod_tls_port: int = POD_TLS_PORT,
+        cluster_ip_tls_port: int = CLUSTER_IP_TLS_PORT,
+    ) -> None:
         self.max_idle_per_host = max_idle_per_host
+        self.tls = tls
+        self.pod_tls_port = pod_tls_port
+        self.cluster_ip_tls_port = cluster_ip_tls_port
+        self.cluster_ips: set[str] = set()
         self.pools: dict[str, UpstreamPool] = {}
+        if tls is not None:
+            # New roots: new connections must verify against them (§3.7); idle ones go.
+            tls.on_roots_changed = self.close
 
-    def get(self, dest: str) -> UpstreamPool:
+    def get(self, dest: str, namespace: str = "") -> UpstreamPool:
         pool = self.pools.get(dest)
         if pool is None or pool.closing:
             host, port = _split_dest(dest)
-            pool = self.pools[dest] = UpstreamPool(host, port, max_idle=self.max_idle_per_host)
+            if self.tls is None:
+                pool = UpstreamPool(host, port, max_idle=self.max_idle_per_host)
+            else:
+                port = self.cluster_ip_tls_port if dest in self.cluster_ips else self.pod_tls_port
+                pool = TLSUpstreamPool(host, port, self.max_idle_per_host, self.tls, namespace)
+            self.pools[dest] = pool
         return pool
 
     def discard(self, dest: str) -> None:
@@ -285,7 +309,8 @@ class RevisionWatcher:
         if manager.settings.pod_addressability:
             host = f"{self.key[1]}-private.{self.key[0]}".encode()
             extra = b"K-Passthrough-Lb: true\r\n"
-        return await probe_queue_proxy(manager.pools.get(dest), host, manager.settings.probe_timeout, extra)
+        pool = manager.pools.get(dest, self.key[0])
+        return await probe_queue_proxy(pool, host, manager.settings.probe_timeout, extra)
 
     def _publish(self, dests: frozenset[str], cluster_ip: str | None) -> None:
         self.published = (dests, cluster_ip)
@@ -390,7 +415,9 @@ class BackendManager:
         port = ports.get(info.port_name if info is not None else "http")
         if port is None:
             return None
-        return f"[{cluster_ip}]:{port}" if ":" in cluster_ip else f"{cluster_ip}:{port}"
+        dest = f"[{cluster_ip}]:{port}" if ":" in cluster_ip else f"{cluster_ip}:{port}"
+        self.pools.cluster_ips.add(dest)  # its TLS pool dials :443 (§3.7)
+        return dest
 
     async def close(self) -> None:
         watchers, self.watchers = list(self.watchers.values()), {}

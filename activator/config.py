@@ -49,6 +49,11 @@ class ActivatorConfig:
     drain_sleep: float
     queue_depth: int
     mesh_compatibility_mode: str  # "" = read config-network
+    # System-internal TLS (§3.1, §3.2, §3.7), used only with `system-internal-tls: Enabled`.
+    https_port: int = 8112  # SLUICE_HTTPS_PORT
+    tls_min_version: str = ""  # ACTIVATOR_TLS_MIN_VERSION: "" (= 1.3), "1.2", "1.3"
+    tls_max_version: str = ""  # ACTIVATOR_TLS_MAX_VERSION
+    queue_tls_port: int = 8112  # SLUICE_QUEUE_TLS_PORT: the pods' TLS port (§3.7 `<podIP>:8112`)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], resolv_conf: str = "/etc/resolv.conf") -> ActivatorConfig:
@@ -58,6 +63,12 @@ class ActivatorConfig:
         mesh = r.str("SLUICE_MESH_COMPATIBILITY_MODE").strip().lower()
         if mesh not in ("", MESH_AUTO, MESH_ENABLED, MESH_DISABLED):
             r.fail("SLUICE_MESH_COMPATIBILITY_MODE", f"{mesh!r} is not one of auto, enabled, disabled")
+        # §3.1: TLS server options in the queue-proxy's format.
+        tls_min = r.str("ACTIVATOR_TLS_MIN_VERSION").strip()
+        tls_max = r.str("ACTIVATOR_TLS_MAX_VERSION").strip()
+        for key, value in (("ACTIVATOR_TLS_MIN_VERSION", tls_min), ("ACTIVATOR_TLS_MAX_VERSION", tls_max)):
+            if value not in ("", "1.2", "1.3"):
+                r.fail(key, f"{value!r} is not one of '', '1.2', '1.3'")
         cfg = cls(
             pod_name=r.str("POD_NAME", required=True),
             pod_ip=r.str("POD_IP", required=True),
@@ -79,6 +90,10 @@ class ActivatorConfig:
             drain_sleep=r.float("SLUICE_DRAIN_SLEEP", 45.0, minimum=0.0),
             queue_depth=r.int("SLUICE_QUEUE_DEPTH", 10_000, minimum=0),
             mesh_compatibility_mode=mesh,
+            https_port=r.port("SLUICE_HTTPS_PORT", 8112),
+            tls_min_version=tls_min,
+            tls_max_version=tls_max,
+            queue_tls_port=r.port("SLUICE_QUEUE_TLS_PORT", 8112),
         )
         r.check()
         return cfg

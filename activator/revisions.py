@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from sluice.http.deadlines import RequestTimeouts
@@ -54,7 +55,7 @@ class RevisionEntry:
         self.private_host = f"{info.name}-private.{info.namespace}".encode()
 
     def pool_for(self, dest: str) -> Any:
-        return self.pools.get(dest)
+        return self.pools.get(dest, self.key[0])
 
 
 def activator_slice(obj: dict[str, Any], port_name: str, own_ip: str) -> tuple[int, int] | None:
@@ -102,8 +103,11 @@ class Revisions:
         entry = self.entries.get(key)
         return entry is not None and entry.throttler.live_waiting > 0
 
-    def _make_tracker(self, dest: str, cc: int) -> PodTracker:
-        return PodTracker(dest, cc, self.pools.get(dest))
+    def _tracker_factory(self, namespace: str) -> Callable[[str, int], PodTracker]:
+        def make(dest: str, cc: int) -> PodTracker:
+            return PodTracker(dest, cc, self.pools.get(dest, namespace))
+
+        return make
 
     # ---- Revision informer ------------------------------------------------------------
 
@@ -118,7 +122,7 @@ class Revisions:
             entry.set_info(info)
             return key
         throttler = RevisionThrottler(
-            info.container_concurrency, self.queue_depth, self.rng, make_tracker=self._make_tracker
+            info.container_concurrency, self.queue_depth, self.rng, make_tracker=self._tracker_factory(key[0])
         )
         if entry is not None:
             # containerConcurrency is immutable in Knative; a changed one gets a new throttler.
