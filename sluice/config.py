@@ -16,7 +16,7 @@ from typing import TypeVar
 
 _N = TypeVar("_N", int, float)
 
-__all__ = ["ConfigError", "Reader", "cluster_domain", "format_go_duration", "parse_go_bool", "parse_go_duration"]
+__all__ = ["ConfigError", "Reader", "cluster_domain", "parse_go_bool", "parse_go_duration"]
 
 
 class ConfigError(ValueError):
@@ -63,13 +63,6 @@ def parse_go_duration(text: str) -> float:
     if pos == 0:
         raise ValueError(f"invalid duration {text!r}")
     return sign * total
-
-
-def format_go_duration(seconds: float) -> str:
-    """The inverse of `parse_go_duration` for display ("1m0s" style is not needed: "60s")."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds}s"
 
 
 def parse_go_bool(text: str) -> bool:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import httptools
 
 from .client import DialError, UpstreamClosed, UpstreamConnection, UpstreamPool
-from .headers import HOP_BY_HOP, Header, ResponseHead, connection_tokens
+from .headers import HOP_BY_HOP, ResponseHead, connection_tokens
 from .server import Exchange
 
-__all__ = ["Forwarder", "answer_timeout", "build_request_head", "go_error_text", "header_block"]
+__all__ = ["Forwarder", "answer_timeout", "build_request_head", "go_error_text"]
 
 # Headers the forwarder writes itself (framing) or the caller re-adds.
 _REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
@@ -96,20 +96,6 @@ def _finish_head(
         out.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
     out.append(extra)
     out.append(b"\r\n")
-    return b"".join(out)
-
-
-def header_block(headers: Iterable[Header], skip: frozenset[bytes] = frozenset()) -> bytes:
-    """Serialises response headers minus hop-by-hop, Content-Length and `skip`."""
-    listed: set[bytes] = set()
-    for lname, _name, value in headers:
-        if lname == b"connection":
-            listed |= connection_tokens(value)
-    out: list[bytes] = []
-    for lname, name, value in headers:
-        if lname in HOP_BY_HOP or lname == b"content-length" or lname in skip or lname in listed:
-            continue
-        out += (name, b": ", value, b"\r\n")
     return b"".join(out)
 
 
