@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sluice.config import parse_go_duration
+
+T = TypeVar("T")
 
 __all__ = [
     "CLASS",
@@ -127,52 +130,34 @@ class RevisionAnnotations:
                     return key, value
             return None
 
-        def number(keys: str | tuple[str, ...], lo: float, hi: float, what: str) -> float | None:
+        def checked(
+            keys: str | tuple[str, ...], parse: Callable[[str], T], kind: str, ok: Callable[[T], bool], what: str
+        ) -> T | None:
             found = raw(keys)
             if found is None:
                 return None
             key, value = found
             try:
-                parsed = parse_go_float(value)
+                parsed = parse(value)
             except ValueError:
-                problems.append(f"{key}={value!r} is not a number")
+                problems.append(f"{key}={value!r} is not {kind}")
                 return None
-            if not lo <= parsed <= hi:
+            if not ok(parsed):
                 problems.append(f"{key}={value!r} must be {what}")
                 return None
             return parsed
+
+        def number(keys: str | tuple[str, ...], lo: float, hi: float, what: str) -> float | None:
+            return checked(keys, parse_go_float, "a number", lambda v: lo <= v <= hi, what)
 
         def integer(keys: str | tuple[str, ...], lo: int, what: str) -> int | None:
-            found = raw(keys)
-            if found is None:
-                return None
-            key, value = found
-            try:
-                parsed = parse_go_int32(value)
-            except ValueError:
-                problems.append(f"{key}={value!r} is not a 32-bit integer")
-                return None
-            if parsed < lo:
-                problems.append(f"{key}={value!r} must be {what}")
-                return None
-            return parsed
+            return checked(keys, parse_go_int32, "a 32-bit integer", lambda v: v >= lo, what)
 
-        def duration(
-            keys: str | tuple[str, ...], lo: float, hi: float, whole: bool, what: str
-        ) -> float | None:
-            found = raw(keys)
-            if found is None:
-                return None
-            key, value = found
-            try:
-                parsed = parse_go_duration(value)
-            except ValueError:
-                problems.append(f"{key}={value!r} is not a duration")
-                return None
-            if not lo <= parsed <= hi or (whole and not _whole_seconds(parsed)):
-                problems.append(f"{key}={value!r} must be {what}")
-                return None
-            return parsed
+        def duration(keys: str | tuple[str, ...], lo: float, hi: float, whole: bool, what: str) -> float | None:
+            def ok(v: float) -> bool:
+                return lo <= v <= hi and (not whole or _whole_seconds(v))
+
+            return checked(keys, parse_go_duration, "a duration", ok, what)
 
         target_burst_capacity = number(TARGET_BURST_CAPACITY, -1.0, math.inf, "≥ 0 or -1")
         if target_burst_capacity is not None and -1.0 < target_burst_capacity < 0.0:
@@ -213,16 +198,12 @@ class RevisionAnnotations:
             window=duration(WINDOW, 6.0, 3600.0, True, "a whole-second duration in [6s, 1h]"),
             panic_window_percentage=number(PANIC_WINDOW_PERCENTAGE, 1.0, 100.0, "in [1, 100]"),
             panic_threshold_percentage=number(PANIC_THRESHOLD_PERCENTAGE, 110.0, 1000.0, "in [110, 1000]"),
-            scale_down_delay=duration(
-                SCALE_DOWN_DELAY, 0.0, 3600.0, True, "a whole-second duration in [0, 1h]"
-            ),
+            scale_down_delay=duration(SCALE_DOWN_DELAY, 0.0, 3600.0, True, "a whole-second duration in [0, 1h]"),
             scale_to_zero_pod_retention_period=duration(
                 SCALE_TO_ZERO_POD_RETENTION_PERIOD, 0.0, 3600.0, False, "a duration in [0, 1h]"
             ),
             metric_aggregation_algorithm=(
-                WEIGHTED_EXPONENTIAL
-                if algorithm is not None and algorithm[1] in _WEIGHTED_ALIASES
-                else LINEAR
+                WEIGHTED_EXPONENTIAL if algorithm is not None and algorithm[1] in _WEIGHTED_ALIASES else LINEAR
             ),
             progress_deadline=progress_deadline,
             problems=tuple(problems),
