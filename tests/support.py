@@ -246,6 +246,14 @@ class _PortTaken(RuntimeError):
     pass
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 class QueueProxySubprocess:
     """`python -m proxy` as a real process on free ports."""
 
@@ -304,7 +312,9 @@ class QueueProxySubprocess:
                 if "address already in use" in err:
                     raise _PortTaken(err)
                 raise RuntimeError(f"queue-proxy exited: {err}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            # Every listener, not just serving: the admin and stats ports bind after it,
+            # and a test that talks to /wait-for-drain first would race them.
+            if all(_accepts(port) for port in (self.port, self.admin_port, self.metrics_port)):
                 return self
             time.sleep(0.02)
         raise RuntimeError("queue-proxy did not start listening")
