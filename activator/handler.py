@@ -166,18 +166,17 @@ class ActivatorHandler:
             ex.respond_error(400, f'unexpected probe header value: "{text}"')
 
 
-class _Request:
+class _Request(Forwarder):
     """One request through the reporter, timeout handler, throttler and proxy."""
 
-    __slots__ = ("act", "done", "entry", "ex", "forwarder", "start", "stats", "tracker", "waiter")
+    __slots__ = ("act", "done", "entry", "start", "stats", "tracker", "waiter")
 
     def __init__(self, act: ActivatorHandler, ex: Exchange, entry: RevisionEntry) -> None:
+        Forwarder.__init__(self, ex)
         self.act = act
-        self.ex = ex
         self.entry = entry
         self.waiter: Waiter | None = None
         self.tracker: PodTracker | None = None
-        self.forwarder: Forwarder | None = None
         self.stats: RevisionStats | None = None
         self.done = False
         self.start = 0.0
@@ -197,14 +196,14 @@ class _Request:
         else:
             stats.request_in(now)
         self.stats = stats
-        self.ex.on_abort = self._client_gone
+        self.ex.on_abort = self.cancel  # the client went away: drop the relay, free the slot
         if entry.timeouts.armed:
             act.deadlines.add(self)
         throttler = entry.throttler
         waiter = throttler.acquire(self)
         if waiter is None:
             self.ex.respond_error(503, "pending request queue full")
-            self._finish()
+            self.finished()
             return
         self.waiter = waiter
         if waiter.granted:
@@ -224,13 +223,13 @@ class _Request:
         except Exception:
             log.exception("forwarding a held request failed")
             self.ex.respond_error(500, "internal error")
-            self._finish()
+            self.finished()
 
     def revision_gone(self) -> None:
         """The Revision was deleted while this request waited: §3.6 "anything else" → 500."""
         if not self.done:
             self.ex.respond_text(500, b"")
-            self._finish()
+            self.finished()
 
     def _forward(self, tracker: PodTracker) -> None:
         self.tracker = tracker
@@ -256,20 +255,7 @@ class _Request:
         pool = tracker.pool
         if pool is None or pool.closing:
             pool = self.entry.pool_for(tracker.dest)
-        self.forwarder = Forwarder(ex, pool, build_request_head(ex, target, _DROP, extra), self._forwarded)
-        self.forwarder.start()
-
-    def _forwarded(self, forwarder: Forwarder) -> None:
-        if forwarder.upstream_error is not None and self.tracker is not None:
-            # The pod's connection failed: this request got its 502 (§3.6); the pod
-            # leaves the rotation now rather than at the next Endpoints change.
-            self.act.backends.quarantine(self.entry.key, self.tracker.dest)
-        self._finish()
-
-    def _client_gone(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.cancel()
-        self._finish()
+        self.forward(pool, build_request_head(ex, target, _DROP, extra))
 
     # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
 
@@ -278,16 +264,19 @@ class _Request:
             self._timeout()
 
     def _timeout(self) -> None:
-        forwarder, self.forwarder = self.forwarder, None
-        answer_timeout(self.ex, forwarder, TIMEOUT_BODY)
-        self._finish()
+        answer_timeout(self.ex, self, TIMEOUT_BODY)
+        self.finished()
 
     # ---- completion ---------------------------------------------------------------------
 
-    def _finish(self) -> None:
+    def finished(self) -> None:
         if self.done:
             return
         self.done = True
+        if self.upstream_error is not None and self.tracker is not None:
+            # The pod's connection failed: this request got its 502 (§3.6); the pod
+            # leaves the rotation now rather than at the next Endpoints change.
+            self.act.backends.quarantine(self.entry.key, self.tracker.dest)
         act = self.act
         entry = self.entry
         act.deadlines.discard(self)

@@ -215,14 +215,12 @@ class QueueProxy:
         )
 
 
-class _Request:
+class _Request(Forwarder):
     """One proxied request through the timeout handler, breaker and reverse proxy."""
 
     __slots__ = (
         "counted",
         "done",
-        "ex",
-        "forwarder",
         "granted_at",
         "proxied",
         "qp",
@@ -233,11 +231,10 @@ class _Request:
     )
 
     def __init__(self, qp: QueueProxy, ex: Exchange) -> None:
+        Forwarder.__init__(self, ex)
         self.qp = qp
-        self.ex = ex
         self.proxied = ex.watched.get(b"k-proxy-request") == b"activator"
         self.ticket: Ticket | None = None
-        self.forwarder: Forwarder | None = None
         self.done = False
         self.timed_out = False
         self.counted = False
@@ -251,7 +248,8 @@ class _Request:
         qp.in_flight += 1
         now = qp.clock()
         self.start = now
-        ex.on_abort = self._client_gone
+        # A client-cancelled request writes nothing (§2.6); it frees its slot now.
+        ex.on_abort = self.cancel
         if qp.timeouts.armed:
             qp.deadlines.add(self)
         # Kubelet-like requests that get this far skip stats and the breaker (§2.6).
@@ -270,7 +268,7 @@ class _Request:
         ticket = breaker.reserve(self._granted)
         if ticket is None:
             self.ex.respond_error(503, "pending request queue full")
-            self._finish()
+            self.finished()
             return
         self.ticket = ticket
         if ticket.granted:
@@ -286,7 +284,7 @@ class _Request:
         except Exception:
             log.exception("forwarding a queued request failed")
             self.ex.respond_error(500, "internal error")
-            self._finish()
+            self.finished()
 
     def _forward(self) -> None:
         ex = self.ex
@@ -300,9 +298,7 @@ class _Request:
             extra = ex.conn.xff_line
         else:
             extra = self._forwarded_headers()
-        head = build_request_head(ex, watched.get(b"k-original-host"), _DROP, extra)
-        self.forwarder = Forwarder(ex, self.qp.pool, head, self._forwarded)
-        self.forwarder.start()
+        self.forward(self.qp.pool, build_request_head(ex, watched.get(b"k-original-host"), _DROP, extra))
 
     def _forwarded_headers(self) -> bytes:
         """X-Forwarded-For with the client appended (Go's reverse proxy), and the
@@ -324,15 +320,6 @@ class _Request:
             extra.append(b"X-Forwarded-For: " + xff + b"\r\n")
         return b"".join(extra)
 
-    def _forwarded(self, _forwarder: Forwarder) -> None:
-        self._finish()
-
-    def _client_gone(self) -> None:
-        # A client-cancelled request writes nothing (§2.6); it frees its slot now.
-        if self.forwarder is not None:
-            self.forwarder.cancel()
-        self._finish()
-
     # ---- timeouts (§2.8) ----------------------------------------------------
 
     def on_tick(self, now: float) -> None:
@@ -342,13 +329,12 @@ class _Request:
 
     def _timeout(self) -> None:
         self.timed_out = True
-        forwarder, self.forwarder = self.forwarder, None
-        answer_timeout(self.ex, forwarder, TIMEOUT_BODY)
-        self._finish()
+        answer_timeout(self.ex, self, TIMEOUT_BODY)
+        self.finished()
 
     # ---- completion ---------------------------------------------------------
 
-    def _finish(self) -> None:
+    def finished(self) -> None:
         if self.done:
             return
         self.done = True

@@ -50,8 +50,10 @@ class UpstreamConnection(asyncio.Protocol):
         "_framing",
         "_head",
         "_head_request",
+        "_parsing",
         "_rbuf",
         "_reason_of_101",
+        "_remaining",
         "_reset_parser",
         "_status",
         "closed",
@@ -86,6 +88,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._framing = _FRAMING_LENGTH
         self._reset_parser = False
+        # Fast framing (see `_fast_response`): whether httptools is parsing the current
+        # response, and how many Content-Length body bytes are still to come if not.
+        self._parsing = False
+        self._remaining = 0
 
     # ---- driving a request --------------------------------------------------
 
@@ -98,6 +104,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self.head_seen = False
         self.response_bytes = 0
+        self._parsing = False
+        self._remaining = 0
         self.request_sent = not has_body
         assert self.transport is not None
         self.transport.write(head)
@@ -153,12 +161,27 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.tunnel_write(data)
             return
-        if self.sink is None:
+        sink = self.sink
+        if sink is None:
             # Bytes on an idle connection: the upstream is confused or closing.
             self.close()
             return
         self.response_bytes += len(data)
-        if not self.head_seen:
+        if self._remaining:
+            self._body_counted(sink, data)
+            return
+        if not self._parsing:
+            buf = self._rbuf + data if self._rbuf else data
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self._rbuf = buf  # the head is not complete yet
+                return
+            if self._fast_response(sink, buf, end):
+                return
+            # Anything but a plain Content-Length response: the parser takes it from the start.
+            self._parsing = True
+            self._rbuf = data = buf
+        elif not self.head_seen:
             self._rbuf = self._rbuf + data if self._rbuf else data
         try:
             self.parser.feed_data(data)
@@ -177,6 +200,70 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is not None:
             sink.on_read_done()
+
+    # ---- fast framing ---------------------------------------------------------
+
+    def _fast_response(self, sink: ResponseSink, buf: bytes, end: int) -> bool:
+        """Frames a plain final response without httptools: a valid status line, a head
+        `ResponseHead` calls plain, and a Content-Length body (or none). That is nearly
+        every response of a keep-alive app, and it saves the parser's feed and its
+        callbacks per response. False leaves the response to the parser, untouched."""
+        line_end = buf.find(b"\r\n")
+        line = buf[:line_end]
+        # `HTTP/1.x SSS reason`; anything else (other versions, 1xx, 101) goes to the parser.
+        if len(line) < 12 or line[:7] != b"HTTP/1." or line[8] != 32 or (len(line) > 12 and line[12] != 32):
+            return False
+        code = line[9:12]
+        minor = line[7]
+        if not code.isdigit() or minor not in (48, 49) or code[0] < 50:
+            return False
+        head = ResponseHead(buf[line_end + 2 : end + 2])
+        if not head.plain:
+            return False
+        status = int(code)
+        if self._head_request or status in (204, 304):
+            length = 0
+            self._framing = _FRAMING_NONE
+        elif head.content_length is None:
+            return False  # delimited by the connection closing: the parser's way
+        else:
+            length = head.content_length
+            self._framing = _FRAMING_LENGTH
+        self._status = status
+        self.head_seen = True
+        self._rbuf = b""
+        self.keep_alive = (b"close" not in head.connection) if minor == 49 else (b"keep-alive" in head.connection)
+        sink.on_response_head(status, line[13:], head)
+        if self.sink is not sink:
+            return True  # the sink gave up on the exchange while taking the head
+        start = end + 4
+        if start < len(buf):
+            self._remaining = length
+            self._body_counted(sink, buf[start:])
+        elif length:
+            self._remaining = length
+            sink.on_read_done()
+        else:
+            self._finish()
+        return True
+
+    def _body_counted(self, sink: ResponseSink, data: bytes) -> None:
+        """Body bytes of a fast-framed response; the response ends with the last one."""
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            sink.on_response_body(data)
+            sink.on_read_done()
+            return
+        self._remaining = 0
+        if len(data) > remaining:
+            # Bytes beyond the response: the connection is out of step, not reusable.
+            self.keep_alive = False
+            data = data[:remaining]
+        if data:
+            sink.on_response_body(data)
+        if self.sink is sink:
+            self._finish()
 
     def eof_received(self) -> bool | None:
         return None

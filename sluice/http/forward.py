@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Callable
 
 import httptools
 
@@ -115,7 +114,8 @@ def go_error_text(exc: BaseException) -> str:
 class Forwarder:
     """Relays one exchange through an upstream connection.
 
-    `on_finish(forwarder)` is called exactly once, when the exchange is over for
+    A handler's per-request object subclasses it (one object per request, not two)
+    and overrides `finished()`, called exactly once when the relay is over for
     whatever reason (response ended, upstream failed, cancelled)."""
 
     __slots__ = (
@@ -125,33 +125,31 @@ class Forwarder:
         "conn",
         "ex",
         "head",
-        "on_finish",
         "pool",
         "upstream_error",
     )
 
-    def __init__(
-        self,
-        ex: Exchange,
-        pool: UpstreamPool,
-        head: bytes,
-        on_finish: Callable[[Forwarder], None],
-    ) -> None:
+    def __init__(self, ex: Exchange) -> None:
         self.ex = ex
-        self.pool = pool
-        self.head = head
-        self.on_finish = on_finish
+        self.head = b""
+        self.pool: UpstreamPool  # set by forward()
         self.conn: UpstreamConnection | None = None
         self.upstream_error: BaseException | None = None
         self._dial_task: asyncio.Task[None] | None = None
         self._finished = False
         self._retried = False
 
-    def start(self) -> None:
+    def finished(self) -> None:
+        """Hook: the relay is over. Called once, unless `abandon()` came first."""
+
+    def forward(self, pool: UpstreamPool, head: bytes) -> None:
+        """Sends `head` (see build_request_head) upstream, the request body after it."""
+        self.head = head
         if self.ex.http2:
             # h2 hook: an HTTP/2 request goes upstream as h2c (CONTRACT.md §2.6, §3.7).
-            self.pool = self.pool.h2c_pool()
-        conn = self.pool.acquire_nowait()
+            pool = pool.h2c_pool()
+        self.pool = pool
+        conn = pool.acquire_nowait()
         if conn is not None:
             self._attach(conn)
         else:
@@ -187,8 +185,19 @@ class Forwarder:
             ex.set_body_sink(self)
 
     def cancel(self) -> None:
-        """Stops relaying (client gone, or a timeout answered): the upstream request
-        is cancelled by closing its connection, which therefore is not reused."""
+        """Stops relaying (client gone): the upstream request is cancelled by closing
+        its connection, which therefore is not reused. Works before `forward()` too."""
+        self._drop_upstream()
+        self._over()
+
+    def abandon(self) -> None:
+        """`cancel()` without the `finished()` hook: the caller answers the client and
+        completes the request itself (a timeout, see answer_timeout)."""
+        self._finished = True
+        self.ex.producer = None
+        self._drop_upstream()
+
+    def _drop_upstream(self) -> None:
         if self._dial_task is not None:
             self._dial_task.cancel()
             self._dial_task = None
@@ -198,13 +207,12 @@ class Forwarder:
                 conn.tunnel_eof()
             else:
                 conn.close()
-        self._finish()
 
-    def _finish(self) -> None:
+    def _over(self) -> None:
         if not self._finished:
             self._finished = True
             self.ex.producer = None
-            self.on_finish(self)
+            self.finished()
 
     # ---- BodySink: request body towards the upstream ------------------------
 
@@ -262,7 +270,7 @@ class Forwarder:
     def on_response_end(self) -> None:
         self.conn = None
         self.ex.end()
-        self._finish()
+        self._over()
 
     def on_upstream_error(self, exc: BaseException) -> None:
         conn, self.conn = self.conn, None
@@ -288,7 +296,7 @@ class Forwarder:
             ex.respond_error(502, go_error_text(exc))
         else:
             ex.abort()
-        self._finish()
+        self._over()
 
     def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None:
         conn = self.conn
@@ -306,7 +314,7 @@ class Forwarder:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
-        self._finish()
+        self._over()
 
 
 class _TunnelEnd:
@@ -332,17 +340,11 @@ class _TunnelEnd:
         self.ex.conn.unblock_read(2)
 
 
-def _ignore(_forwarder: Forwarder) -> None:
-    return None
-
-
-def answer_timeout(ex: Exchange, forwarder: Forwarder | None, text: bytes) -> None:
+def answer_timeout(ex: Exchange, forwarder: Forwarder, text: bytes) -> None:
     """Knative's timeout handler firing (CONTRACT.md §2.8): the upstream request is
-    cancelled without its own completion callback, then the client gets 504 `text`,
+    cancelled without its own completion hook, then the client gets 504 `text`,
     or, if the response already started, `text` appended and the response ended."""
-    if forwarder is not None:
-        forwarder.on_finish = _ignore
-        forwarder.cancel()
+    forwarder.abandon()
     if ex.response_started:
         ex.terminate_with(text)
     else:

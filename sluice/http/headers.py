@@ -8,6 +8,7 @@ them anyway, so forwarding the received spelling is the least surprising choice)
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 
@@ -123,7 +124,7 @@ def error_response(status: int, message: str, close: bool = False, head_only: bo
 
 # The response-head lines the proxy must look at: hop-by-hop ones (dropped),
 # Content-Length and Transfer-Encoding (framing is re-decided per client), Date.
-_DATE, _LENGTH, _TE, _CONN, _UPGRADE, _HOP = range(6)
+_ORDINARY, _DATE, _LENGTH, _TE, _CONN, _UPGRADE, _HOP, _ODD = range(-1, 7)
 _SPECIAL: dict[bytes, int] = {
     b"date": _DATE,
     b"content-length": _LENGTH,
@@ -138,51 +139,96 @@ _SPECIAL: dict[bytes, int] = {
     b"trailer": _HOP,
 }
 _CONNECTION_NOOP_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
+# RFC 9110 field-name (a token) and field-value (visible ASCII, obs-text, SP, HTAB).
+_FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+# What a response header line means, by the line's exact bytes: (kind, value, the
+# Connection tokens). An app's responses repeat the same lines (Server, Content-Type,
+# the same Date within a second), so most lines are one dict lookup instead of a
+# find, a slice, a lower() and a lookup each. Bounded: cleared when full.
+_LineInfo = tuple[int, bytes, frozenset[bytes]]
+_LINE_CACHE_MAX = 4096
+_line_info: dict[bytes, _LineInfo] = {}
+
+
+def _classify(line: bytes) -> _LineInfo:
+    colon = line.find(b":")
+    if colon <= 0 or not _FIELD_NAME.fullmatch(line, 0, colon):
+        return (_ODD, b"", _NO_TOKENS)  # obs-fold, a space before the colon, no name
+    value = line[colon + 1 :].strip(b" \t")
+    if not _FIELD_VALUE.fullmatch(value):
+        return (_ODD, b"", _NO_TOKENS)
+    kind = _SPECIAL.get(line[:colon].lower(), _ORDINARY)
+    if kind == _LENGTH and not value.isdigit():
+        return (_ODD, b"", _NO_TOKENS)
+    tokens = frozenset(connection_tokens(value)) if kind == _CONN else _NO_TOKENS
+    return (kind, value, tokens)
 
 
 class ResponseHead:
     """A response head as relayed: the header lines to pass on, and what framing it had.
 
-    Built from the raw head in one pass over its lines instead of a Python callback
-    per header from the parser (the upstream response is on every request's path;
-    measured with bench/hotpath_micro.py)."""
+    Built in one pass over the raw head's lines, each looked up in a cache of known
+    lines (the upstream response is on every request's path; measured with
+    bench/hotpath_micro.py). `plain` says the head is simple enough for the client's
+    own Content-Length framing (one valid Content-Length or none, no Transfer-Encoding,
+    no malformed or folded line); anything else is left to the full HTTP parser."""
 
-    __slots__ = ("block", "chunked", "content_length", "has_date", "upgrade_lines")
+    __slots__ = (
+        "block",
+        "chunked",
+        "connection",
+        "content_length",
+        "has_date",
+        "plain",
+        "upgrade_lines",
+    )
 
     def __init__(self, raw_block: bytes) -> None:
         self.content_length: int | None = None
         self.chunked = False
         self.has_date = False
+        self.plain = True
+        self.connection = _NO_TOKENS  # lower-cased Connection tokens
         self.upgrade_lines = b""  # Connection/Upgrade lines, re-sent only on a 101
         kept: list[bytes] = []
-        listed: set[bytes] | None = None
-        special = _SPECIAL
+        cache = _line_info
+        lengths = 0
         for line in raw_block.split(b"\r\n"):
-            if not line:
-                continue
-            colon = line.find(b":")
-            kind = special.get(line[:colon].lower()) if colon > 0 else None
-            if kind is None:
+            info = cache.get(line)
+            if info is None:
+                if not line:
+                    continue
+                info = _classify(line)
+                if len(cache) >= _LINE_CACHE_MAX:
+                    cache.clear()
+                cache[line] = info
+            kind = info[0]
+            if kind == _ORDINARY:
                 kept.append(line)
-                continue
-            if kind == _DATE:
+            elif kind == _DATE:
                 self.has_date = True
                 kept.append(line)
-                continue
-            value = line[colon + 1 :].strip()
-            if kind == _LENGTH:
-                try:
-                    self.content_length = int(value)
-                except ValueError:
-                    self.content_length = None
+            elif kind == _LENGTH:
+                lengths += 1
+                self.content_length = int(info[1])
             elif kind == _TE:
-                self.chunked = b"chunked" in value.lower()
+                self.chunked = b"chunked" in info[1].lower()
+                self.plain = False
             elif kind in (_CONN, _UPGRADE):
                 self.upgrade_lines += line + b"\r\n"
-                if kind == _CONN and value.lower() not in _CONNECTION_NOOP_TOKENS:
-                    extra = connection_tokens(value) - _CONNECTION_NOOP_TOKENS
-                    if extra:
-                        listed = (listed or set()) | extra
+                if kind == _CONN:
+                    self.connection = self.connection | info[2]
+            elif kind == _ODD:
+                self.plain = False
+                kept.append(line)
+        if lengths > 1:
+            self.plain = False
+        if self.chunked:
+            self.content_length = None
+        listed = self.connection - _CONNECTION_NOOP_TOKENS
         if listed:
             # Rare: headers named by Connection are hop-by-hop too (RFC 9110 §7.6.1).
             kept = [line for line in kept if line[: max(0, line.find(b":"))].strip().lower() not in listed]

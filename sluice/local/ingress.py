@@ -169,14 +169,13 @@ class Ingress:
         return pool
 
 
-class _Relay:
+class _Relay(Forwarder):
     def __init__(self, ingress: Ingress, ex: Exchange, target: _Target, revision: str, stats: RouteStats) -> None:
+        Forwarder.__init__(self, ex)
         self.ingress = ingress
-        self.ex = ex
         self.target = target
         self.revision = revision
         self.stats = stats
-        self.forwarder: Forwarder | None = None
         self.done = False
         self.task: asyncio.Task[None] | None = None
 
@@ -200,7 +199,7 @@ class _Relay:
             remaining = deadline - self.ingress.clock()
             if remaining <= 0:
                 self.ex.respond_error(503, f"no endpoints for revision {self.revision}")
-                self._finish()
+                self.finished()
                 return
             self.ingress._changed.clear()
             try:
@@ -214,21 +213,14 @@ class _Relay:
             b"Knative-Serving-Revision: " + self.revision.encode() + b"\r\n"
             b"Knative-Serving-Namespace: " + self.target.namespace.encode() + b"\r\n" + ex.conn.xff_line
         )
-        head = build_request_head(ex, self.target.host.encode(), _DROP, extra)
-        self.forwarder = Forwarder(ex, self.ingress.pool(*addr), head, self._forwarded)
-        self.forwarder.start()
-
-    def _forwarded(self, _f: Forwarder) -> None:
-        self._finish()
+        self.forward(self.ingress.pool(*addr), build_request_head(ex, self.target.host.encode(), _DROP, extra))
 
     def _client_gone(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.cancel()
         if self.task is not None:
             self.task.cancel()
-        self._finish()
+        self.cancel()
 
-    def _finish(self) -> None:
+    def finished(self) -> None:
         if self.done:
             return
         self.done = True
