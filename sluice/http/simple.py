@@ -1,22 +1,32 @@
 """Small GETs over the engine's pooled keep-alive connections.
 
 For the low-rate but high-fan-out callers: the autoscaler scrapes every pod every
-second (10,000 pods is 10,000 GET/s), the activator and autoscaler probe pods.
-aiohttp's client costs several times more CPU per request than the raw engine, so
-these go through `UpstreamPool` / `UpstreamConnection` like proxied requests do,
-with a sink that collects the (small, bounded) body.
+second (10,000 pods is 10,000 GET/s). aiohttp's client costs several times more CPU
+per request than the raw engine, so these go through `UpstreamPool` /
+`UpstreamConnection` like proxied requests do, with a sink that collects the (small,
+bounded) body.
+
+Two ways in. `SimpleClient.get()` awaits one response. `SimpleClient.start()` issues a
+`PendingGet` and reports back by calling its `finished()`: no task, no future and no
+timer per request, so a caller fanning out thousands of GETs a second (the scraper,
+bench/autoscaler_bench.py) pays for the request and the parse only. Deadlines of all
+GETs of a client share one `DeadlineScanner` tick (late by at most its 50 ms
+resolution) instead of an `asyncio.timeout` each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .client import DialPolicy, UpstreamConnection, UpstreamPool
+from .deadlines import DeadlineScanner
 from .headers import ResponseHead
 
-__all__ = ["ResponseTooLarge", "SimpleClient", "SimpleResponse"]
+__all__ = ["PendingGet", "ResponseTooLarge", "SimpleClient", "SimpleResponse", "get_head"]
 
 
 class ResponseTooLarge(ValueError):
@@ -33,21 +43,66 @@ class SimpleResponse:
         return self.head.header(name)
 
 
-class _Collect:
-    """A ResponseSink that buffers one small response into a future."""
+def get_head(host: str, port: int, path: str, headers: Sequence[tuple[str, str]] = (), close: bool = False) -> bytes:
+    """The request head of a body-less GET; a `Host` among `headers` replaces the default."""
+    lines = [f"GET {path} HTTP/1.1\r\n"]
+    if not any(name.lower() == "host" for name, _ in headers):
+        lines.append(f"Host: {host}:{port}\r\n")
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if close:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
 
-    __slots__ = ("body", "done", "head", "max_body", "status")
 
-    def __init__(self, done: asyncio.Future[None], max_body: int) -> None:
-        self.done = done
+class PendingGet:
+    """One GET in flight: the ResponseSink of its connection and an item of the client's
+    deadline scan. Subclasses implement `finished()`, called exactly once unless `abort()`
+    came first; `status`, `head` and `body` are the response when it reports no error."""
+
+    __slots__ = ("body", "conn", "deadline", "done", "head", "max_body", "scanner", "status")
+
+    def __init__(self, max_body: int = 1 << 20) -> None:
         self.max_body = max_body
         self.status = 0
         self.head: ResponseHead | None = None
-        self.body = bytearray()
+        self.body = b""
+        self.conn: UpstreamConnection | None = None
+        self.scanner: DeadlineScanner | None = None
+        self.deadline = 0.0
+        self.done = False
 
-    def _fail(self, exc: BaseException) -> None:
-        if not self.done.done():
-            self.done.set_exception(exc)
+    def finished(self, error: BaseException | None) -> None:
+        """The response is complete (`error` is None) or the GET failed."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """The caller lost interest (cancelled, or its round is over): no `finished()` call."""
+        self._end()
+
+    def _end(self) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        if self.scanner is not None:
+            self.scanner.discard(self)
+        conn = self.conn
+        if conn is not None and conn.sink is self:
+            # Still mid-response (failed, timed out or aborted): the connection is unusable.
+            conn.close()
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if self._end():
+            self.finished(exc)
+
+    # ---- HasDeadline --------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        if now >= self.deadline:
+            self.fail(TimeoutError("GET timed out"))
+
+    # ---- ResponseSink -------------------------------------------------------
 
     def on_interim(self, status: int, head: ResponseHead) -> None:
         return None
@@ -57,19 +112,21 @@ class _Collect:
         self.head = head
 
     def on_response_body(self, data: bytes) -> None:
-        self.body += data
-        if len(self.body) > self.max_body:
-            self._fail(ResponseTooLarge(f"response body over {self.max_body} bytes"))
+        body = self.body = self.body + data if self.body else data
+        if len(body) > self.max_body:
+            self.fail(ResponseTooLarge(f"response body over {self.max_body} bytes"))
 
     def on_response_end(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
+        if self._end():
+            self.finished(None)
 
     def on_upstream_error(self, exc: BaseException) -> None:
-        self._fail(exc)
+        self.fail(exc)
 
     def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None:
-        self._fail(ConnectionError("unexpected protocol upgrade"))
+        if self.conn is not None:
+            self.conn.close()  # handed over as a tunnel nobody will drive
+        self.fail(ConnectionError("unexpected protocol upgrade"))
 
     def on_read_done(self) -> None:
         return None
@@ -82,6 +139,24 @@ class _Collect:
 
     def resume_request_body(self) -> None:
         return None
+
+
+class _Awaited(PendingGet):
+    """The PendingGet behind `SimpleClient.get()`: resolves a future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None], max_body: int) -> None:
+        super().__init__(max_body)
+        self.future = future
+
+    def finished(self, error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(error)
 
 
 class SimpleClient:
@@ -98,12 +173,46 @@ class SimpleClient:
         # cannot connect fails now and is retried by its caller's own cadence.
         self._dial = DialPolicy(base=timeout, factor=1.0, steps=1, sleep=0.0)
         self.pools: dict[tuple[str, int], UpstreamPool] = {}
+        self.deadlines = DeadlineScanner(time.monotonic)
+        self._dialling: set[asyncio.Task[None]] = set()
 
-    def _pool(self, host: str, port: int) -> UpstreamPool:
+    def pool(self, host: str, port: int) -> UpstreamPool:
         pool = self.pools.get((host, port))
         if pool is None:
             pool = self.pools[(host, port)] = UpstreamPool(host, port, self.max_idle, dial=self._dial)
         return pool
+
+    def head(self, host: str, port: int, path: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+        """The GET head this client sends (`Connection: close` when it does not keep connections)."""
+        return get_head(host, port, path, headers, close=not self.keep_alive)
+
+    def start(self, get: PendingGet, pool: UpstreamPool, head: bytes, timeout: float | None = None) -> None:
+        """Sends `head` on an idle connection of `pool` (or a new one); `get.finished()` follows."""
+        get.scanner = scanner = self.deadlines
+        get.deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        scanner.add(get)
+        conn = pool.acquire_nowait()
+        if conn is None:
+            # Only the first GET to a pod (or the one after a failure) dials: a task is fine here.
+            task = asyncio.get_running_loop().create_task(self._dial_and_start(get, pool, head))
+            self._dialling.add(task)
+            task.add_done_callback(self._dialling.discard)
+            return
+        get.conn = conn
+        conn.begin(get, head, head_request=False, has_body=False)
+
+    async def _dial_and_start(self, get: PendingGet, pool: UpstreamPool, head: bytes) -> None:
+        try:
+            conn = await pool.connect()
+        except Exception as exc:
+            get.fail(exc)
+            return
+        if get.done:
+            # Timed out or aborted while dialling; the new connection is still good.
+            pool.release(conn)
+            return
+        get.conn = conn
+        conn.begin(get, head, head_request=False, has_body=False)
 
     async def get(
         self,
@@ -114,40 +223,27 @@ class SimpleClient:
         timeout: float | None = None,
         max_body: int = 1 << 20,
     ) -> SimpleResponse:
-        limit = self.timeout if timeout is None else timeout
-        async with asyncio.timeout(limit):
-            return await self._get(host, port, path, headers, max_body)
-
-    async def _get(
-        self, host: str, port: int, path: str, headers: Sequence[tuple[str, str]], max_body: int
-    ) -> SimpleResponse:
-        pool = self._pool(host, port)
-        conn = pool.acquire_nowait() or await pool.connect()
-        lines = [f"GET {path} HTTP/1.1\r\n"]
-        if not any(name.lower() == "host" for name, _ in headers):
-            lines.append(f"Host: {host}:{port}\r\n")
-        lines += [f"{name}: {value}\r\n" for name, value in headers]
-        if not self.keep_alive:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        sink = _Collect(done, max_body)
-        conn.begin(sink, "".join(lines).encode("latin-1"), head_request=False, has_body=False)
+        get = _Awaited(done, max_body)
+        self.start(get, self.pool(host, port), self.head(host, port, path, headers), timeout)
         try:
             await done
         except BaseException:
-            _drop(conn, sink)
+            get.abort()
             raise
-        assert sink.head is not None
-        return SimpleResponse(sink.status, sink.head, bytes(sink.body))
+        assert get.head is not None
+        return SimpleResponse(get.status, get.head, get.body)
 
     async def close(self) -> None:
         pools, self.pools = self.pools, {}
         for pool in pools.values():
             pool.close()
-
-
-def _drop(conn: UpstreamConnection, sink: _Collect) -> None:
-    # A request that failed or timed out leaves the connection mid-response: unusable.
-    if conn.sink is sink:
-        conn.close()
+        # GETs still in flight fail now rather than wait for a tick that will not come.
+        for get in list(self.deadlines.active):
+            get.on_tick(math.inf)
+        self.deadlines.close()
+        dialling, self._dialling = self._dialling, set()
+        for task in dialling:
+            task.cancel()
+        # A cancelled dial has nothing to report.
+        await asyncio.gather(*dialling, return_exceptions=True)
