@@ -53,11 +53,34 @@ def counts_by_state(pods: list[dict[str, Any]]) -> PodCounts:
     return PodCounts(ready, not_ready, pending, terminating)
 
 
+def _scrape_candidate(pod: Mapping[str, Any]) -> tuple[str, float | None] | None:
+    """(podIP, start time) of a Running, non-terminating, Ready pod with an IP (§4.8), else None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    ip = status.get("podIP")
+    if not ip or not _is_ready(pod):
+        return None
+    return str(ip), parse_time(status.get("startTime"))
+
+
+class _RevisionGroup:
+    """One revision's pods by name, and what the scraper needs of each, worked out once per
+    pod event rather than once per scrape: the scraper asks every second for every revision
+    (parsing 10 pods' JSON each time cost ~0.1 ms per revision, 0.1 core at 1,000)."""
+
+    __slots__ = ("candidates", "pods")
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.candidates: dict[str, tuple[str, float | None]] = {}
+
+
 class PodIndex:
     """Pods grouped by (namespace, revision); fed by the pod informer's events."""
 
     def __init__(self) -> None:
-        self._by_revision: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._by_revision: dict[tuple[str, str], _RevisionGroup] = {}
 
     @staticmethod
     def _where(pod: Mapping[str, Any]) -> tuple[tuple[str, str], str] | None:
@@ -73,16 +96,29 @@ class PodIndex:
             if where is not None:
                 group = self._by_revision.get(where[0])
                 if group is not None:
-                    group.pop(where[1], None)
-                    if not group:
+                    group.pods.pop(where[1], None)
+                    group.candidates.pop(where[1], None)
+                    if not group.pods:
                         del self._by_revision[where[0]]
         if new is not None:
             where = self._where(new)
             if where is not None:
-                self._by_revision.setdefault(where[0], {})[where[1]] = new
+                group = self._by_revision.get(where[0])
+                if group is None:
+                    group = self._by_revision[where[0]] = _RevisionGroup()
+                group.pods[where[1]] = new
+                candidate = _scrape_candidate(new)
+                if candidate is not None:
+                    group.candidates[where[1]] = candidate
 
     def pods(self, namespace: str, revision: str) -> list[dict[str, Any]]:
-        return list(self._by_revision.get((namespace, revision), {}).values())
+        group = self._by_revision.get((namespace, revision))
+        return list(group.pods.values()) if group is not None else []
+
+    def candidates(self, namespace: str, revision: str) -> list[tuple[str, float | None]]:
+        """(podIP, start time) of the revision's scrapable pods (§4.8 "candidate pods")."""
+        group = self._by_revision.get((namespace, revision))
+        return list(group.candidates.values()) if group is not None else []
 
     def counts(self, namespace: str, revision: str) -> PodCounts:
         return counts_by_state(self.pods(namespace, revision))
@@ -105,16 +141,9 @@ class RevisionPods:
     def pod_ips_split_by_age(self, window: float, now: float) -> tuple[list[str], list[str]]:
         old: list[str] = []
         young: list[str] = []
-        for pod in self.index.pods(self.namespace, self.revision):
-            status = pod.get("status") or {}
-            if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            ip = status.get("podIP")
-            if not ip or not _is_ready(pod):
-                continue
-            started = parse_time(status.get("startTime"))
+        for ip, started in self.index.candidates(self.namespace, self.revision):
             if started is not None and now - started >= window:
-                old.append(str(ip))
+                old.append(ip)
             else:
-                young.append(str(ip))
+                young.append(ip)
         return old, young
