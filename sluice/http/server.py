@@ -607,7 +607,7 @@ class ServerConnection(asyncio.Protocol):
     def _dispatch_next(self) -> None:
         ex = self.pending.popleft()
         self.current = ex
-        if len(self.pending) < self.server.limits.max_pipelined:
+        if self._read_block and len(self.pending) < self.server.limits.max_pipelined:
             self.unblock_read(_BLOCK_PIPELINE)
         if ex.upgrade and ex.header(b"http2-settings") is not None:
             # h2 hook: `Upgrade: h2c` (CONTRACT.md §2.3) is answered here, before the handler,
@@ -640,7 +640,7 @@ class ServerConnection(asyncio.Protocol):
             loop.call_soon(self._dispatch_if_idle)
         elif self._parse_error is not None:
             self._write_parse_error()
-        elif not self.closed:
+        elif self._read_block and not self.closed:
             self.unblock_read(_BLOCK_PIPELINE)
 
     def _dispatch_if_idle(self) -> None:
