@@ -286,6 +286,7 @@ class _PodRound:
             results = self.results
             results.append(stat)
             if len(results) == self.sample:
+                self.gets = []  # all answered; see abort()
                 self.future.set_result(_extrapolate(results, self.sample, self.total))
         except Exception as exc:
             # A bug here runs inside a socket callback: fail the round rather than leave it
@@ -315,7 +316,10 @@ class _PodRound:
             self.future.set_exception(DirectScrapingNotAvailableError())
 
     def abort(self) -> None:
-        for get in self.gets:
+        # Dropping the list also breaks the round <-> GET reference cycle, so a finished round
+        # is freed at once instead of waiting for (and feeding) the garbage collector.
+        gets, self.gets = self.gets, []
+        for get in gets:
             get.abort()
 
 
