@@ -7,8 +7,12 @@ Two measurements, both as CPU seconds per wall second of simulated operation:
           no I/O; decisions are the same code the table tests check.
   scrape  real sockets: every revision's pods (1..10 each) are fake stat endpoints served by a
           separate process on 127.0.x.y:<port>; the collector scrapes each revision every second
-          (sample-size formula, extrapolation) and the deciders tick. Only this process's CPU is
-          counted (the fake endpoints run in the child).
+          (sample-size formula, extrapolation) and the deciders tick. The scrapers read their pods
+          from the autoscaler's informer index (PodIndex fed with pod objects, as in the app;
+          `--static-pods` for a fixed list, as the rows before issue 4's fan-out were measured).
+          Only this process's CPU is counted (the fake endpoints run in the child, whose CPU is
+          printed as `pods_cpu` to show how busy the machine was); `rounds_per_s` is the
+          revision scrapes that produced a stat, per second.
 
 Usage:
   python bench/autoscaler_bench.py decide --revisions 10 100 1000 --pods 10
@@ -27,13 +31,18 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from proxy_bench import cpu_ticks  # a sibling script, not a package
 
 from autoscaler.collector import MetricCollector
+from autoscaler.podaccessor import REVISION_LABEL, PodIndex
 from autoscaler.resources import DeciderSpec, MetricSpec
 from autoscaler.scaling import MultiScaler
-from autoscaler.scraper import HTTPScrapeClient, ServiceScraper, StaticPods
+from autoscaler.scraper import HTTPScrapeClient, PodAccessor, ServiceScraper, StaticPods
 from sluice import aio
 from sluice.wire import Stat
 
@@ -113,7 +122,8 @@ async def main():
     srv = await loop.create_server(P, "0.0.0.0", int(sys.argv[1]), backlog=4096)
     print("ready", flush=True)
     await asyncio.sleep(10**9)
-asyncio.run(main())
+from sluice import aio
+aio.run(main())
 """
 
 
@@ -121,54 +131,88 @@ def _pod_ip(n: int) -> str:
     return f"127.0.{n // 250 + 1}.{n % 250 + 2}"
 
 
-def bench_scrape(revisions: int, pods: int, seconds: int, port: int) -> dict[str, float]:
+def _pod_object(revision: str, name: str, ip: str) -> dict[str, Any]:
+    """A Running, Ready pod as the informer delivers it (the fields the autoscaler reads)."""
+    conditions = [{"type": t, "status": "True"} for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    return {
+        "metadata": {"name": name, "namespace": "bench", "labels": {REVISION_LABEL: revision}},
+        "status": {"phase": "Running", "podIP": ip, "startTime": "2020-01-01T00:00:00Z", "conditions": conditions},
+    }
+
+
+class CountingScraper(ServiceScraper):
+    rounds = 0  # scrapes that produced a stat, all revisions
+
+    async def scrape(self, window: float) -> Stat | None:
+        stat = await super().scrape(window)
+        if stat is not None:
+            CountingScraper.rounds += 1
+        return stat
+
+
+def _cpu_seconds(pid: int) -> float:
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_scrape(revisions: int, pods: int, seconds: int, port: int, static_pods: bool) -> dict[str, float]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     root = str(Path(__file__).resolve().parents[1])
     child = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port), root], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        return aio.run(_bench_scrape(revisions, pods, seconds, port))
+        return aio.run(_bench_scrape(revisions, pods, seconds, port, static_pods, child.pid))
     finally:
         child.kill()
         child.wait()
 
 
-async def _bench_scrape(revisions: int, pods: int, seconds: int, port: int) -> dict[str, float]:
-    if True:
-        session = HTTPScrapeClient.create_session()
-        client = HTTPScrapeClient(session)
-        start_times = {}
-        pod_lists = {}
-        n = 0
-        for i in range(revisions):
-            key = f"bench/rev-{i}"
-            pod_lists[key] = [(_pod_ip(n + j), 0.0) for j in range(pods)]
-            n += pods
-            start_times[key] = 0.0
+async def _bench_scrape(
+    revisions: int, pods: int, seconds: int, port: int, static_pods: bool, child: int
+) -> dict[str, float]:
+    session = HTTPScrapeClient.create_session()
+    client = HTTPScrapeClient(session)
+    index = PodIndex()
+    pod_lists: dict[str, list[tuple[str, float]]] = {}
+    n = 0
+    for i in range(revisions):
+        pod_lists[f"bench/rev-{i}"] = [(_pod_ip(n + j), 0.0) for j in range(pods)]
+        for j in range(pods):
+            index.on_event("ADDED", None, _pod_object(f"rev-{i}", f"rev-{i}-pod-{j}", _pod_ip(n + j)))
+        n += pods
 
-        def factory(key: str, spec: MetricSpec) -> ServiceScraper:
-            return ServiceScraper(
-                "bench", spec.scrape_target, StaticPods(pod_lists[key]), client, clock=time.time, port=port
-            )
+    def factory(key: str, spec: MetricSpec) -> ServiceScraper:
+        accessor: PodAccessor = StaticPods(pod_lists[key]) if static_pods else index.accessor(*key.split("/", 1))
+        return CountingScraper("bench", spec.scrape_target, accessor, client, clock=time.time, port=port)
 
-        collector = MetricCollector(time.time, scraper_factory=factory)
-        multi = MultiScaler(collector, lambda ns, name: pods, time.time)
-        for i in range(revisions):
-            collector.create_or_update("bench", f"rev-{i}", METRIC)
-            multi.create("bench", f"rev-{i}", SPEC)
-        ticker = asyncio.ensure_future(multi.run(0.1))
-        await asyncio.sleep(3.0)  # connections established, loops in phase
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds)
-        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-        ticker.cancel()
-        errors = sum(1 for i in range(revisions) if collector.collection(f"bench/rev-{i}").last_error)  # type: ignore[union-attr,misc]
-        desired = {multi.get("bench", f"rev-{i}").status.desired_scale for i in range(revisions)}  # type: ignore[union-attr]
-        await collector.close()
-        await session.close()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"cpu_per_second": cpu / wall, "rss_mib": rss, "errors": float(errors), "desired": float(min(desired))}
+    collector = MetricCollector(time.time, scraper_factory=factory)
+    multi = MultiScaler(collector, lambda ns, name: pods, time.time)
+    for i in range(revisions):
+        collector.create_or_update("bench", f"rev-{i}", METRIC)
+        multi.create("bench", f"rev-{i}", SPEC)
+    ticker = asyncio.ensure_future(multi.run(0.1))
+    await asyncio.sleep(3.0)  # connections established, loops in phase
+    usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    rounds0, child0 = CountingScraper.rounds, _cpu_seconds(child)
+    await asyncio.sleep(seconds)
+    usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
+    rounds, child_cpu = CountingScraper.rounds - rounds0, _cpu_seconds(child) - child0
+    ticker.cancel()
+    errors = sum(1 for i in range(revisions) if collector.collection(f"bench/rev-{i}").last_error)  # type: ignore[union-attr,misc]
+    desired = {multi.get("bench", f"rev-{i}").status.desired_scale for i in range(revisions)}  # type: ignore[union-attr]
+    await collector.close()
+    await session.close()
+    user, system = usage.ru_utime - usage0.ru_utime, usage.ru_stime - usage0.ru_stime
+    return {
+        "cpu_per_second": (user + system) / wall,
+        "user": user / wall,
+        "sys": system / wall,
+        "rounds_per_s": rounds / wall,
+        "pods_cpu": child_cpu / wall,
+        "rss_mib": usage.ru_maxrss / 1024,
+        "errors": float(errors),
+        "desired": float(min(desired)),
+    }
 
 
 def main() -> None:
@@ -178,12 +222,13 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=10)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--port", type=int, default=19090 + os.getpid() % 1000)
+    ap.add_argument("--static-pods", action="store_true", help="scrape a fixed pod list, not the informer index")
     args = ap.parse_args()
     for r in args.revisions:
         if args.mode == "decide":
             res = bench_decide(r, args.pods, args.seconds)
         else:
-            res = bench_scrape(r, args.pods, args.seconds, args.port)
+            res = bench_scrape(r, args.pods, args.seconds, args.port, args.static_pods)
         print(
             f"{args.mode} revisions={r:5d} pods/rev={args.pods:2d} " + " ".join(f"{k}={v:.4g}" for k, v in res.items())
         )
