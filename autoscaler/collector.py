@@ -30,6 +30,7 @@ __all__ = [
     "Collection",
     "MetricCollector",
     "StatsScraper",
+    "finite",
     "last_tick",
 ]
 
@@ -59,7 +60,8 @@ def _buckets(window: float, algorithm: str) -> TimedFloat64Buckets:
     return TimedFloat64Buckets(window)
 
 
-def _finite(stat: Stat) -> bool:
+def finite(stat: Stat) -> bool:
+    """The four values recorded (§4.8) are finite numbers."""
     return (
         math.isfinite(stat.average_concurrent_requests)
         and math.isfinite(stat.average_proxied_concurrent_requests)
@@ -202,7 +204,7 @@ class MetricCollector:
         coll = self._collections.get(key)
         if coll is None:
             return False
-        if not _finite(stat):
+        if not finite(stat):
             self.dropped.drop(source or stat.pod_name or key, "non-finite value", key)
             return False
         coll.record(now, stat)

@@ -23,6 +23,7 @@ from sluice.http.headers import ResponseHead
 from sluice.http.simple import PendingGet, ResponseTooLarge, SimpleClient
 from sluice.wire import MAX_SCRAPED_STAT_BYTES, DecodeError, Stat, decode_stat
 
+from .collector import finite
 from .dropped import DroppedPayloads
 
 __all__ = [
@@ -107,13 +108,8 @@ class StaticPods:
 
 
 def _finite(stat: Stat) -> bool:
-    return (
-        math.isfinite(stat.average_concurrent_requests)
-        and math.isfinite(stat.average_proxied_concurrent_requests)
-        and math.isfinite(stat.request_count)
-        and math.isfinite(stat.proxied_request_count)
-        and math.isfinite(stat.process_uptime)
-    )
+    # process_uptime too: service scraping compares it with the stable window.
+    return finite(stat) and math.isfinite(stat.process_uptime)
 
 
 class HTTPScrapeClient:
