@@ -274,6 +274,10 @@ class QueueProxySubprocess:
         )
         env.update(overrides)
         self.env = env
+        # The ports start() waits for are the ones the process is told to use, overrides included.
+        self.port = int(env["QUEUE_SERVING_PORT"])
+        self.admin_port = int(env["SLUICE_ADMIN_PORT"])
+        self.metrics_port = int(env["SLUICE_METRICS_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, attempts: int = 3) -> QueueProxySubprocess:

@@ -393,9 +393,6 @@ async def test_scales_on_a_real_queue_proxy(cluster: Cluster) -> None:
             SERVING_POD="real-pod-qp",
             SLUICE_METRICS_PORT=str(cluster.scrape_port),
         )
-        # start() waits until the metrics port accepts too: the one the autoscaler scrapes,
-        # not the free port QueueProxySubprocess picked before the override.
-        qp.metrics_port = cluster.scrape_port
         await asyncio.to_thread(qp.start)
         try:
             await _register_pod(cluster, "real", "real-pod-qp", "127.0.0.1")
