@@ -160,6 +160,10 @@ class _Awaited(PendingGet):
             self.future.set_exception(error)
 
 
+# Pools kept before the first sweep for empty ones (see SimpleClient._sweep).
+_MIN_SWEEP = 256
+
+
 class SimpleClient:
     """GET with a total timeout; one small keep-alive pool per host:port.
 
@@ -174,14 +178,24 @@ class SimpleClient:
         # cannot connect fails now and is retried by its caller's own cadence.
         self._dial = DialPolicy(base=timeout, factor=1.0, steps=1, sleep=0.0)
         self.pools: dict[tuple[str, int], UpstreamPool] = {}
+        self._sweep_at = _MIN_SWEEP
         self.deadlines = DeadlineScanner(time.monotonic)
         self._dialling: set[asyncio.Task[None]] = set()
 
     def pool(self, host: str, port: int) -> UpstreamPool:
         pool = self.pools.get((host, port))
         if pool is None:
+            if len(self.pools) >= self._sweep_at:
+                self._sweep()
             pool = self.pools[(host, port)] = UpstreamPool(host, port, self.max_idle, dial=self._dial)
         return pool
+
+    def _sweep(self) -> None:
+        """Forgets pools with no connection left. Pods come and go (a new IP each), and
+        their pools would otherwise pile up for the life of the process. Run when the
+        table has doubled since the last sweep: amortised O(1) per new pool."""
+        self.pools = {key: pool for key, pool in self.pools.items() if pool.open_connections > 0 or pool.idle}
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(self.pools))
 
     def head(self, host: str, port: int, path: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
         """The GET head this client sends (`Connection: close` when it does not keep connections)."""

@@ -207,6 +207,19 @@ async def test_refused_connection_fails_at_once(session: SimpleClient) -> None:
     assert time.monotonic() - start < TIMEOUT
 
 
+async def test_pools_of_pods_that_went_away_are_forgotten(session: SimpleClient, clusters: list[Cluster]) -> None:
+    c = await _cluster(clusters, "ok")
+    live = c.pods[0]
+    await session.get(live.ip, c.port, "/metrics")
+    for i in range(600):  # pods that came and went: one refused address each
+        with pytest.raises(DialError):
+            await session.get(f"127.1.{i // 250}.{i % 250 + 1}", 9, "/metrics")
+    assert len(session.pools) < 512
+    assert (live.ip, c.port) in session.pools  # kept: it holds an idle connection
+    await session.get(live.ip, c.port, "/metrics")
+    assert live.connections == 1
+
+
 async def test_cancelled_get_closes_its_connection(session: SimpleClient, clusters: list[Cluster]) -> None:
     c = await _cluster(clusters, "hang")
     pod = c.pods[0]
