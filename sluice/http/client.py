@@ -60,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         "head_seen",
         "keep_alive",
         "parser",
+        "paused",
         "pool",
         "request_sent",
         "response_bytes",
@@ -76,6 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.tunnel: Any = None  # a TunnelPeer once upgraded
         self.keep_alive = True
+        self.paused = False  # reading paused for a slow downstream (pause_producing)
         self.request_sent = False
         self.head_seen = False
         self.response_bytes = 0
@@ -284,10 +286,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_producing(self) -> None:
         if self.transport is not None and not self.closed:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_producing(self) -> None:
         if self.transport is not None and not self.closed:
+            self.paused = False
             self.transport.resume_reading()
 
     # ---- tunnel (after 101) -------------------------------------------------
@@ -371,6 +375,10 @@ class UpstreamConnection(asyncio.Protocol):
         sink, self.sink = self.sink, None
         # Reusable only if both directions ended cleanly on a persistent connection.
         if self.keep_alive and self.request_sent and not self.closed:
+            if self.paused:
+                # The last bytes filled a slow client's buffer: the exchange is over, and
+                # nothing would lift that pause once pooled (the next response never read).
+                self.resume_producing()
             self.pool.release(self)
         else:
             self.close()

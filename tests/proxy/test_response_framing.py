@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from sluice.http.client import UpstreamConnection, UpstreamPool
 from sluice.http.headers import ResponseHead
 from tests.proxy.conftest import MakeQP
 from tests.support import RawConnection, get, http_request, raw_upstream, read_request_head
@@ -143,3 +144,52 @@ def test_response_head_verdicts() -> None:
     # The same line seen again comes from the cache with the same meaning.
     again = ResponseHead(b"Server: x\r\nDate: d\r\nContent-Length: 2\r\nConnection: keep-alive\r\n")
     assert (again.block, again.content_length, again.connection) == (plain.block, 2, plain.connection)
+
+
+
+class _PausingSink:
+    """A ResponseSink that applies back-pressure (pauses the upstream) on every body chunk,
+    as a slow client's full buffer does, and never lifts it."""
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.body = b""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_interim(self, status: int, head: ResponseHead) -> None: ...
+    def on_response_head(self, status: int, reason: bytes, head: ResponseHead) -> None: ...
+
+    def on_response_body(self, data: bytes) -> None:
+        self.body += data
+        self.conn.pause_producing()
+
+    def on_response_end(self) -> None:
+        self.done.set_result(None)
+
+    def on_upstream_error(self, exc: BaseException) -> None:
+        self.done.set_exception(exc)
+
+    def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None: ...
+    def on_read_done(self) -> None: ...
+    def pause_request_body(self) -> None: ...
+    def resume_request_body(self) -> None: ...
+
+
+@pytest.mark.parametrize("parser", [False, True])
+async def test_connection_paused_for_back_pressure_reads_again_once_pooled(parser: bool) -> None:
+    """The last body bytes can fill a slow client's buffer, pausing the upstream read just
+    before the connection goes back to the pool; its next response must still be read."""
+    framing = b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" if parser else b"Content-Length: 2\r\n\r\nok"
+    script = Scripted([b"HTTP/1.1 200 OK\r\n" + framing])
+    async with raw_upstream(script) as port:
+        pool = UpstreamPool("127.0.0.1", port, max_idle=1)
+        try:
+            for _ in range(2):
+                conn = pool.acquire_nowait() or await pool.connect()
+                sink = _PausingSink(conn)
+                conn.begin(sink, get("/"), head_request=False, has_body=False)
+                await asyncio.wait_for(sink.done, 5)
+                assert sink.body == b"ok"
+            assert script.connections == 1
+        finally:
+            pool.close()
