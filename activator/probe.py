@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.http.client import UpstreamConnection, UpstreamPool
+from sluice.http.client import UpstreamConnection, UpstreamPool, WholeResponseAsParts
 
 __all__ = ["ProbeResult", "probe_queue_proxy"]
 
@@ -30,7 +30,7 @@ class ProbeResult:
     error: str = ""
 
 
-class _ProbeSink:
+class _ProbeSink(WholeResponseAsParts):
     __slots__ = ("body", "future", "status")
 
     def __init__(self, future: asyncio.Future[None]) -> None:

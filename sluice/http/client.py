@@ -20,7 +20,7 @@ from .headers import ResponseHead, split_head
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-__all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool"]
+__all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool", "WholeResponseAsParts"]
 
 # Response body framings, as learnt from the response head.
 _FRAMING_LENGTH = 0
@@ -31,6 +31,9 @@ _FRAMING_NONE = 3
 
 class ResponseSink(Protocol):
     def on_interim(self, status: int, head: ResponseHead) -> None: ...
+    def on_response(self, status: int, reason: bytes, head: ResponseHead, body: bytes) -> None:
+        """A whole response at once (head and all of its body), the connection already
+        released: stands for on_response_head, on_response_body and on_response_end."""
     def on_response_head(self, status: int, reason: bytes, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self) -> None: ...
@@ -39,6 +42,19 @@ class ResponseSink(Protocol):
     def on_read_done(self) -> None: ...
     def pause_request_body(self) -> None: ...
     def resume_request_body(self) -> None: ...
+
+
+class WholeResponseAsParts:
+    """ResponseSink mixin: `on_response` delivered as the three calls it stands for, for
+    sinks with nothing to gain from having the whole response at once."""
+
+    __slots__ = ()
+
+    def on_response(self: ResponseSink, status: int, reason: bytes, head: ResponseHead, body: bytes) -> None:
+        self.on_response_head(status, reason, head)
+        if body:
+            self.on_response_body(body)
+        self.on_response_end()
 
 
 class UpstreamClosed(ConnectionError):
@@ -235,10 +251,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_seen = True
         self._rbuf = b""
         self.keep_alive = (b"close" not in head.connection) if minor == 49 else (b"keep-alive" in head.connection)
+        start = end + 4
+        if len(buf) - start == length:
+            # The whole response in this read, the common case: one call to the sink.
+            # Released first, so that a request the sink's completion admits (a breaker
+            # or throttler grant) finds this connection idle in the pool.
+            self._release()
+            sink.on_response(status, line[13:], head, buf[start:] if length else b"")
+            if self.paused and self.sink is None:
+                self.resume_producing()  # back-pressure from parts delivered after the release
+            return True
         sink.on_response_head(status, line[13:], head)
         if self.sink is not sink:
             return True  # the sink gave up on the exchange while taking the head
-        start = end + 4
         if start < len(buf):
             self._remaining = length
             self._body_counted(sink, buf[start:])
@@ -372,7 +397,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._finish()
 
     def _finish(self) -> None:
-        sink, self.sink = self.sink, None
+        sink = self.sink
+        self._release()
+        if sink is not None:
+            sink.on_response_end()
+
+    def _release(self) -> None:
+        """The response is over: back to the pool, or closed if it cannot be reused."""
+        self.sink = None
         # Reusable only if both directions ended cleanly on a persistent connection.
         if self.keep_alive and self.request_sent and not self.closed:
             if self.paused:
@@ -382,8 +414,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        if sink is not None:
-            sink.on_response_end()
 
 
 class DialPolicy:

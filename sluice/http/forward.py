@@ -254,6 +254,21 @@ class Forwarder:
             has_date=head.has_date,
         )
 
+    def on_response(self, status: int, reason: bytes, head: ResponseHead, body: bytes) -> None:
+        ex = self.ex
+        self.conn = None
+        # Nothing more to read upstream: a full client buffer has nothing left to pause.
+        ex.producer = None
+        if ex.http2:  # h2 hook: a stream takes the response in parts
+            ex.start_response(status, reason, head.block, head.content_length, status in (204, 304), head.has_date)
+            ex.write(body)
+            ex.end()
+        else:
+            ex.respond_whole(
+                status, reason, head.block, head.content_length, body, status in (204, 304), head.has_date
+            )
+        self._over()
+
     def on_response_body(self, data: bytes) -> None:
         self.ex.write(data)
 

@@ -246,6 +246,50 @@ class Exchange:
         """
         if self.response_started or self.aborted:
             return
+        # Held back until the first body bytes or `flush()`, so a small response
+        # leaves in one write (one syscall) instead of two.
+        self._head = self._response_head(status, reason, header_block, content_length, no_body, has_date)
+
+    def respond_whole(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        body: bytes,
+        no_body: bool = False,
+        has_date: bool = False,
+    ) -> None:
+        """`start_response`, `write(body)` and `end()` in one call, for a relayed response
+        whose body is all here (most responses of a keep-alive app): one write."""
+        if self.response_started or self.aborted:
+            return
+        head = self._response_head(status, reason, header_block, content_length, no_body, has_date)
+        if body and self.response_mode == 0:
+            self.body_bytes = len(body)
+            self.conn.writelines((head, body))
+        elif body and self.response_mode != 3:
+            self._head = head  # chunked or close-delimited framing: the general path
+            self.write(body)
+            self.end()
+            return
+        else:
+            self.conn.write(head)
+        if self.response_mode == 2:
+            self.keep_alive = False
+        self._done()
+
+    def _response_head(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        no_body: bool,
+        has_date: bool,
+    ) -> bytes:
+        """The status line and headers, with Date (if absent) and the framing chosen here;
+        marks the response started."""
         self.response_started = True
         self.status = status
         self.last_write = time.monotonic()
@@ -272,9 +316,7 @@ class Exchange:
         if not self.keep_alive:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
-        # Held back until the first body bytes or `flush()`, so a small response
-        # leaves in one write (one syscall) instead of two.
-        self._head = b"".join(parts)
+        return b"".join(parts)
 
     def flush(self) -> None:
         """Sends a held-back response head (the producer has no more bytes for now)."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .client import DialPolicy, UpstreamConnection, UpstreamPool
+from .client import DialPolicy, UpstreamConnection, UpstreamPool, WholeResponseAsParts
 from .deadlines import DeadlineScanner
 from .headers import ResponseHead
 
@@ -55,7 +55,7 @@ def get_head(host: str, port: int, path: str, headers: Sequence[tuple[str, str]]
     return "".join(lines).encode("latin-1")
 
 
-class PendingGet:
+class PendingGet(WholeResponseAsParts):
     """One GET in flight: the ResponseSink of its connection and an item of the client's
     deadline scan. Subclasses implement `finished()`, called exactly once unless `abort()`
     came first; `status`, `head` and `body` are the response when it reports no error."""

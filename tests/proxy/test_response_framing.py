@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sluice.http.client import UpstreamConnection, UpstreamPool
+from sluice.http.client import UpstreamConnection, UpstreamPool, WholeResponseAsParts
 from sluice.http.headers import ResponseHead
 from tests.proxy.conftest import MakeQP
 from tests.support import RawConnection, get, http_request, raw_upstream, read_request_head
@@ -147,7 +147,7 @@ def test_response_head_verdicts() -> None:
 
 
 
-class _PausingSink:
+class _PausingSink(WholeResponseAsParts):
     """A ResponseSink that applies back-pressure (pauses the upstream) on every body chunk,
     as a slow client's full buffer does, and never lifts it."""
 
