@@ -50,39 +50,14 @@ def build_request_head(
             continue
         out += (name, b": ", value, b"\r\n")
     if listed:
-        # Rare path: rebuild without the headers the client marked hop-by-hop.
-        return build_request_head_listed(ex, host, drop, extra, listed, te_trailers, upgrade_value)
-    return _finish_head(out, ex, host if host is not None else original_host, extra, te_trailers, upgrade_value)
-
-
-def build_request_head_listed(
-    ex: Exchange,
-    host: bytes | None,
-    drop: frozenset[bytes],
-    extra: bytes,
-    listed: set[bytes],
-    te_trailers: bool,
-    upgrade_value: bytes | None,
-) -> bytes:
-    out = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
-    original_host = b""
-    for lname, name, value in ex.headers:
-        if lname == b"host":
-            original_host = value
-        if lname in HOP_BY_HOP or lname in _REBUILT or lname in drop or lname in listed:
-            continue
-        out += (name, b": ", value, b"\r\n")
-    return _finish_head(out, ex, host if host is not None else original_host, extra, te_trailers, upgrade_value)
-
-
-def _finish_head(
-    out: list[bytes],
-    ex: Exchange,
-    host: bytes,
-    extra: bytes,
-    te_trailers: bool,
-    upgrade_value: bytes | None,
-) -> bytes:
+        # Rare path: rebuilt without the headers the client marked hop-by-hop.
+        out = out[:4]
+        for lname, name, value in ex.headers:
+            if lname in hop or lname in _REBUILT or lname in drop or lname in listed:
+                continue
+            out += (name, b": ", value, b"\r\n")
+    if host is None:
+        host = original_host
     if host:
         out.append(b"Host: " + host + b"\r\n")
     if ex.chunked_request:

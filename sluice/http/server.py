@@ -191,11 +191,6 @@ class Exchange:
         if self._body_buffered >= _BODY_BUFFER_LIMIT:
             self.conn.block_read(_BLOCK_BODY)
 
-    def _on_body_end(self) -> None:
-        self.body_done = True
-        if self._body_sink is not None:
-            self._body_sink.on_request_body_end()
-
     # ---- response side ------------------------------------------------------
 
     def respond(self, data: bytes, close: bool = False) -> None:
@@ -613,7 +608,10 @@ class ServerConnection(asyncio.Protocol):
         ex = self.parsing
         self.parsing = None
         if ex is not None:
-            ex._on_body_end()
+            ex.body_done = True
+            sink = ex._body_sink
+            if sink is not None:
+                sink.on_request_body_end()
 
     # ---- writing ------------------------------------------------------------
 
