@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar, cast
 import httptools
 
 from .headers import ResponseHead, split_head
+from .outbox import Outbox, outbox
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -66,6 +67,8 @@ class UpstreamConnection(asyncio.Protocol):
         "_framing",
         "_head",
         "_head_request",
+        "_out",
+        "_outbox",
         "_parsing",
         "_rbuf",
         "_reason_of_101",
@@ -110,6 +113,8 @@ class UpstreamConnection(asyncio.Protocol):
         # response, and how many Content-Length body bytes are still to come if not.
         self._parsing = False
         self._remaining = 0
+        self._out: list[bytes] = []  # bytes written this loop iteration, not yet sent
+        self._outbox: Outbox | None = None
 
     # ---- driving a request --------------------------------------------------
 
@@ -125,16 +130,38 @@ class UpstreamConnection(asyncio.Protocol):
         self._parsing = False
         self._remaining = 0
         self.request_sent = not has_body
-        assert self.transport is not None
-        self.transport.write(head)
+        self.write(head)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            out = self._out
+            if not out:
+                box = self._outbox
+                assert box is not None
+                if box.direct():
+                    self.transport.write(data)
+                    return
+                box.pending.append(self)
+            out.append(data)
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.writelines(parts)
+            out = self._out
+            if not out:
+                box = self._outbox
+                assert box is not None
+                if box.direct():
+                    self.transport.writelines(parts)
+                    return
+                box.pending.append(self)
+            out.extend(parts)
+
+    def flush_out(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            if self.transport is not None and not self.closed:
+                self.transport.writelines(out)
 
     def end_body(self) -> None:
         self.request_sent = True
@@ -142,6 +169,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         self.sink = None
         if not self.closed:
+            self.flush_out()
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
@@ -151,6 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self._outbox = outbox(asyncio.get_running_loop())
         transport = self.transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
