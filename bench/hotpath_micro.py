@@ -67,20 +67,17 @@ async def run(requests: int, cc: int, profile: bool) -> float:
     conn.connection_made(down_t)  # type: ignore[arg-type]
 
     box = outbox(asyncio.get_running_loop())
-
-    def one() -> None:
-        conn.data_received(REQUEST)
-        upstream.data_received(RESPONSE)
-
     async def batch(n: int) -> None:
-        # One loop iteration per request, as at c=1: the outbox stays direct (its load
-        # probe, every 64 writes, finds no other writes in the iteration).
+        # Each half in a loop iteration of its own, as at c=1: the outbox stays direct
+        # (its load probe, every 64 writes, finds one write per iteration).
         for _ in range(n):
-            one()
+            conn.data_received(REQUEST)
+            await asyncio.sleep(0)
+            upstream.data_received(RESPONSE)
             await asyncio.sleep(0)
 
     async def idle(n: int) -> None:
-        for _ in range(n):
+        for _ in range(2 * n):
             await asyncio.sleep(0)
 
     await batch(1000)

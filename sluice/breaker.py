@@ -69,7 +69,8 @@ class Breaker:
         ticket.released = True
         if ticket.granted:
             self.in_flight -= 1
-            self._grant()
+            if self.waiting:
+                self._grant()
             return
         self._cancelled += 1
         if self._cancelled > 64 and self._cancelled * 2 > len(self.waiting):
