@@ -343,7 +343,8 @@ class RevisionThrottler:
             if tracker is not None:
                 tracker.release()
             self.in_flight -= 1
-            self._grant()
+            if self.live_waiting:
+                self._grant()
         elif state == _WAITING:
             waiter.state = _CANCELLED
             self.live_waiting -= 1
