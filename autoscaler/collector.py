@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import zlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,18 +25,15 @@ from .scaling import NoDataError, NotCollectingError
 
 __all__ = [
     "SCRAPE_INTERVAL",
-    "SCRAPE_SLOTS",
     "Collection",
     "MetricCollector",
     "StatsScraper",
     "finite",
-    "last_tick",
 ]
 
 logger = logging.getLogger("autoscaler.collector")
 
 SCRAPE_INTERVAL = 1.0  # §4.8
-SCRAPE_SLOTS = 10  # scrape phases per interval: see MetricCollector.scrape_phase
 
 # A websocket stat stamped further ahead than this is refused: a millisecond timestamp (§7) would
 # otherwise put the revision's lastWrite ~50,000 years ahead and silently drop every later sample.
@@ -68,11 +64,6 @@ def finite(stat: Stat) -> bool:
         and math.isfinite(stat.request_count)
         and math.isfinite(stat.proxied_request_count)
     )
-
-
-def last_tick(now: float, phase: float, interval: float) -> float:
-    """The latest time <= now that is `phase` into an interval of the clock."""
-    return now - (now - phase) % interval
 
 
 def _same_error(a: BaseException | None, b: BaseException | None) -> bool:
@@ -271,36 +262,17 @@ class MetricCollector:
         if stat is not None and self._collections.get(key) is coll:
             self.record(key, self._clock(), stat, source=f"scrape of {key}")
 
-    def scrape_phase(self, key: str) -> float:
-        """Where in each interval of the loop clock this collection scrapes: one of SCRAPE_SLOTS
-        offsets, picked by key.
-
-        Go's tickers start with their collections, so collections created together (a restart,
-        a leader change) scrape together: at 1,000 revisions, 7,000 GETs at once each second,
-        all in flight together (~28 MiB more RSS here) and holding up the stat server and the
-        deciders for the whole burst. Ten slots shared by all revisions cut that to ~700 GETs
-        per burst, still batched by the event loop: a phase of its own per revision (a round a
-        millisecond) was no cheaper, paying in loop iterations what it saved in memory
-        (bench/autoscaler_bench.py, bench/RESULTS.md "Autoscaler (issue 4)").
-        """
-        return zlib.crc32(key.encode()) % SCRAPE_SLOTS / SCRAPE_SLOTS * self.scrape_interval
-
     async def _scrape_loop(self, key: str, coll: Collection) -> None:
         loop = asyncio.get_running_loop()
-        interval = self.scrape_interval
-        phase = self.scrape_phase(key)
-        # The first scrape comes within one interval (Go: after one interval), at the phase.
-        deadline = last_tick(loop.time(), phase, interval)
+        deadline = loop.time()
         while self._collections.get(key) is coll:
-            deadline += interval
+            deadline += self.scrape_interval
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -interval:
-                # A slow scrape (up to the 3 s timeout) skips ticks rather than bursting, like a
-                # Go ticker, and the next ticks keep the phase (a stall of the whole loop must
-                # not leave every revision in one burst).
-                deadline = last_tick(loop.time(), phase, interval)
+            elif delay < -self.scrape_interval:
+                # A slow scrape (up to the 3 s timeout) skips ticks rather than bursting, like a Go ticker.
+                deadline = loop.time()
             try:
                 await self.scrape_once(key)
             except asyncio.CancelledError:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from autoscaler.aggregation import WeightedFloat64Buckets
-from autoscaler.collector import SCRAPE_SLOTS, MetricCollector, last_tick
+from autoscaler.collector import MetricCollector
 from autoscaler.resources import MetricSpec
 from autoscaler.scaling import NoDataError, NotCollectingError
 from autoscaler.scraper import ScrapeError
@@ -148,48 +148,3 @@ async def test_collection_scrapes_on_its_own_every_interval() -> None:
     await asyncio.sleep(0.06)
     assert len(scraper.windows) == n
     await c.close()
-
-
-def test_scrape_phases_share_ten_slots_of_the_interval() -> None:
-    c = MetricCollector(Clock(), scrape_interval=2.0)
-    phases = [c.scrape_phase(f"ns/rev-{i}") for i in range(1_000)]
-    slots = [p / 2.0 * SCRAPE_SLOTS for p in phases]
-    assert all(s == int(s) for s in slots)  # on a slot, nothing in between
-    assert set(slots) == set(range(SCRAPE_SLOTS))  # every slot used
-    assert all(0.0 <= p < 2.0 for p in phases)
-    assert max(phases.count(p) for p in set(phases)) < 150  # ~100 revisions a slot
-    assert c.scrape_phase("ns/rev-1") == MetricCollector(Clock(), scrape_interval=2.0).scrape_phase("ns/rev-1")
-
-
-@pytest.mark.parametrize(
-    ("now", "phase", "tick"),
-    [(12.34, 0.5, 11.5), (12.5, 0.5, 12.5), (12.75, 0.5, 12.5), (3.0, 0.0, 3.0), (0.2, 0.9, -0.1)],
-)
-def test_last_tick_is_the_latest_phase_time_not_after_now(now: float, phase: float, tick: float) -> None:
-    assert last_tick(now, phase, 1.0) == pytest.approx(tick)
-
-
-async def test_collections_scrape_at_their_phase_of_the_loop_clock() -> None:
-    interval = 0.2
-    loop = asyncio.get_running_loop()
-    times: dict[str, list[float]] = {"ns/a": [], "ns/b": []}
-
-    class Timed:
-        def __init__(self, key: str) -> None:
-            self.key = key
-
-        async def scrape(self, window: float) -> Stat | None:
-            times[self.key].append(loop.time())
-            return None
-
-    c = MetricCollector(Clock(), scraper_factory=lambda key, spec: Timed(key), scrape_interval=interval)
-    start = loop.time()
-    c.create_or_update("ns", "a", SPEC)
-    c.create_or_update("ns", "b", SPEC)
-    await asyncio.sleep(3.5 * interval)
-    await c.close()
-    for key, seen in times.items():
-        assert seen and seen[0] - start <= interval + 0.05  # the first within one interval
-        # Later ones at the key's phase, give or take scheduling (uvloop fires up to 1 ms early).
-        offsets = [(t - c.scrape_phase(key)) % interval for t in seen]
-        assert all(min(d, interval - d) < 0.05 for d in offsets), (key, offsets)
