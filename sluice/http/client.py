@@ -497,6 +497,7 @@ class UpstreamPool:
         self.dial = dial or DialPolicy()
         self.idle: list[UpstreamConnection] = []
         self.open_connections = 0
+        self.dialing = 0  # connects in progress (not yet counted in open_connections)
         self.closing = False
         self._h2c: UpstreamPool | None = None  # h2 hook: see h2c_pool()
 
@@ -509,7 +510,11 @@ class UpstreamPool:
         return None
 
     async def connect(self) -> UpstreamConnection:
-        conn = await self.dial.connect(lambda: UpstreamConnection(self), self.host, self.port, self.ssl)
+        self.dialing += 1
+        try:
+            conn = await self.dial.connect(lambda: UpstreamConnection(self), self.host, self.port, self.ssl)
+        finally:
+            self.dialing -= 1
         self.open_connections += 1
         return conn
 

@@ -179,6 +179,7 @@ class SimpleClient:
         self._dial = DialPolicy(base=timeout, factor=1.0, steps=1, sleep=0.0)
         self.pools: dict[tuple[str, int], UpstreamPool] = {}
         self._sweep_at = _MIN_SWEEP
+        self._empty: set[tuple[str, int]] = set()  # pools found empty by the last sweep
         self.deadlines = DeadlineScanner(time.monotonic)
         self._dialling: set[asyncio.Task[None]] = set()
 
@@ -193,8 +194,21 @@ class SimpleClient:
     def _sweep(self) -> None:
         """Forgets pools with no connection left. Pods come and go (a new IP each), and
         their pools would otherwise pile up for the life of the process. Run when the
-        table has doubled since the last sweep: amortised O(1) per new pool."""
-        self.pools = {key: pool for key, pool in self.pools.items() if pool.open_connections > 0 or pool.idle}
+        table has doubled since the last sweep: amortised O(1) per new pool.
+
+        A pool goes only when a second sweep finds it still empty: one created just now
+        has its dial task scheduled but not started, and dropping it would orphan that
+        connection while the pod's next GET dialled another."""
+        kept: dict[tuple[str, int], UpstreamPool] = {}
+        empty = set()
+        for key, pool in self.pools.items():
+            if pool.open_connections > 0 or pool.idle or pool.dialing:
+                kept[key] = pool
+            elif key not in self._empty:
+                kept[key] = pool
+                empty.add(key)
+        self.pools = kept
+        self._empty = empty
         self._sweep_at = max(_MIN_SWEEP, 2 * len(self.pools))
 
     def head(self, host: str, port: int, path: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:

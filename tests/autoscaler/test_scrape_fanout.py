@@ -220,6 +220,20 @@ async def test_pools_of_pods_that_went_away_are_forgotten(session: SimpleClient,
     assert live.connections == 1
 
 
+async def test_pools_dialling_when_swept_keep_their_connections(clusters: list[Cluster]) -> None:
+    # More pods than the sweep threshold, all dialled at once: the sweep runs while dials
+    # are in flight, and must not orphan them (each later GET would dial again).
+    c = await _cluster(clusters, *["ok"] * 40)
+    session = HTTPScrapeClient.create_session(timeout=5.0)
+    session._sweep_at = 8  # the threshold is 256 pools; 40 pods cross a lowered one twice
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(session.get(p.ip, c.port, "/metrics") for p in c.pods))
+    finally:
+        await session.close()
+    assert [p.connections for p in c.pods] == [1] * len(c.pods)
+
+
 async def test_cancelled_get_closes_its_connection(session: SimpleClient, clusters: list[Cluster]) -> None:
     c = await _cluster(clusters, "hang")
     pod = c.pods[0]
