@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, cast
 import httptools
 
 from .headers import ResponseHead, split_head
-from .outbox import Outbox, outbox
+from .outbox import OutboxWriter
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -62,13 +62,11 @@ class UpstreamClosed(ConnectionError):
     """The upstream closed the connection before the response was complete."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(OutboxWriter, asyncio.Protocol):
     __slots__ = (
         "_framing",
         "_head",
         "_head_request",
-        "_out",
-        "_outbox",
         "_parsing",
         "_rbuf",
         "_reason_of_101",
@@ -89,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
+        OutboxWriter.__init__(self)
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -113,8 +112,6 @@ class UpstreamConnection(asyncio.Protocol):
         # response, and how many Content-Length body bytes are still to come if not.
         self._parsing = False
         self._remaining = 0
-        self._out: list[bytes] = []  # bytes written this loop iteration, not yet sent
-        self._outbox: Outbox | None = None
 
     # ---- driving a request --------------------------------------------------
 
@@ -132,37 +129,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.request_sent = not has_body
         self.write(head)
 
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            out = self._out
-            if not out:
-                box = self._outbox
-                assert box is not None
-                if box.direct():
-                    self.transport.write(data)
-                    return
-                box.pending.append(self)
-            out.append(data)
-
-    def writelines(self, parts: tuple[bytes, ...]) -> None:
-        if self.transport is not None and not self.closed:
-            out = self._out
-            if not out:
-                box = self._outbox
-                assert box is not None
-                if box.direct():
-                    self.transport.writelines(parts)
-                    return
-                box.pending.append(self)
-            out.extend(parts)
-
-    def flush_out(self) -> None:
-        out = self._out
-        if out:
-            self._out = []
-            if self.transport is not None and not self.closed:
-                self.transport.writelines(out)
-
     def end_body(self) -> None:
         self.request_sent = True
 
@@ -179,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self._outbox = outbox(asyncio.get_running_loop())
+        self._attach_outbox()
         transport = self.transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-__all__ = ["Flushable", "Outbox", "outbox"]
+__all__ = ["Flushable", "Outbox", "OutboxWriter", "outbox"]
 
 _PROBE_EVERY = 64  # direct writes between two probes of the load
 _BUSY_WRITES = 2  # further writes in a probed iteration that mean "busy"
@@ -95,3 +95,51 @@ def outbox(loop: asyncio.AbstractEventLoop) -> Outbox:
                 del _outboxes[old]
         box = _outboxes[loop] = Outbox(loop)
     return box
+
+
+class OutboxWriter:
+    """The write side of a connection Protocol (server and upstream alike) through its
+    loop's outbox. The class provides `transport` and `closed`, calls `OutboxWriter.__init__`
+    and, in `connection_made`, `_attach_outbox()`; it calls `flush_out()` before closing
+    its transport."""
+
+    __slots__ = ("_out", "_outbox")
+
+    transport: asyncio.Transport | None
+    closed: bool
+    _outbox: Outbox
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []  # bytes written this loop iteration, not yet sent
+
+    def _attach_outbox(self) -> None:
+        self._outbox = outbox(asyncio.get_running_loop())
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            out = self._out
+            if not out:
+                if self._outbox.direct():
+                    transport.write(data)
+                    return
+                self._outbox.pending.append(self)
+            out.append(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            out = self._out
+            if not out:
+                if self._outbox.direct():
+                    transport.writelines(parts)
+                    return
+                self._outbox.pending.append(self)
+            out.extend(parts)
+
+    def flush_out(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            if self.transport is not None and not self.closed:
+                self.transport.writelines(out)

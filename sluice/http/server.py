@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import httptools
 
 from .headers import Header, error_response, http_date, plain_response, reason_phrase
-from .outbox import Outbox, outbox
+from .outbox import OutboxWriter
 
 if TYPE_CHECKING:
     from .h2server import H2ServerConnection
@@ -410,12 +410,10 @@ class Exchange:
 Handler = Callable[[Exchange], None]
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(OutboxWriter, asyncio.Protocol):
     __slots__ = (
         "_header_bytes",
         "_header_deadline",
-        "_out",
-        "_outbox",
         "_parse_error",
         "_read_block",
         "client_ip",
@@ -433,6 +431,7 @@ class ServerConnection(asyncio.Protocol):
     )
 
     def __init__(self, server: HttpServer) -> None:
+        OutboxWriter.__init__(self)
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -449,15 +448,13 @@ class ServerConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._header_deadline: asyncio.TimerHandle | None = None
         self._parse_error: tuple[int, str] | None = None
-        self._out: list[bytes] = []  # bytes written this loop iteration, not yet sent
-        self._outbox: Outbox | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self._outbox = outbox(asyncio.get_running_loop())
+        self._attach_outbox()
         transport = self.transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
@@ -620,37 +617,6 @@ class ServerConnection(asyncio.Protocol):
                 sink.on_request_body_end()
 
     # ---- writing ------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            out = self._out
-            if not out:
-                box = self._outbox
-                assert box is not None
-                if box.direct():
-                    self.transport.write(data)
-                    return
-                box.pending.append(self)
-            out.append(data)
-
-    def writelines(self, parts: tuple[bytes, ...]) -> None:
-        if self.transport is not None and not self.closed:
-            out = self._out
-            if not out:
-                box = self._outbox
-                assert box is not None
-                if box.direct():
-                    self.transport.writelines(parts)
-                    return
-                box.pending.append(self)
-            out.extend(parts)
-
-    def flush_out(self) -> None:
-        out = self._out
-        if out:
-            self._out = []
-            if self.transport is not None and not self.closed:
-                self.transport.writelines(out)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
