@@ -108,7 +108,6 @@ class QueueProxy:
         # cc = 0 means no breaker at all: unlimited, no queue (§2.7).
         self.breaker: Breaker | None = Breaker(cc, 10 * cc) if cc > 0 else None
         self.timeouts = RequestTimeouts(timeout, response_start_timeout, idle_timeout)
-        self.timeouts_armed = self.timeouts.armed  # read per request: no property call
         self.drainer = drainer
         self.readiness = readiness
         self.observer = observer
@@ -133,8 +132,7 @@ class QueueProxy:
             self._network_probe(ex)
             self._probe_answered(ex)
             return
-        if self.drainer.draining:
-            self.drainer.touch()
+        self.drainer.touch()
         _Request(self, ex).begin()
 
     # ---- probes (§1.3) ------------------------------------------------------
@@ -252,7 +250,7 @@ class _Request(Forwarder):
         self.start = now
         # A client-cancelled request writes nothing (§2.6); it frees its slot now.
         ex.on_abort = self.cancel
-        if qp.timeouts_armed:
+        if qp.timeouts.armed:
             qp.deadlines.add(self)
         # Kubelet-like requests that get this far skip stats and the breaker (§2.6).
         if b"k-kubelet-probe" in ex.watched:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .server import Exchange
@@ -66,10 +66,11 @@ class RequestTimeouts:
     total: float = 0.0
     response_start: float = 0.0
     idle: float = 0.0
+    # Any timer on: read per request by both proxies, so a field, not a property.
+    armed: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def armed(self) -> bool:
-        return self.total > 0 or self.response_start > 0 or self.idle > 0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "armed", self.total > 0 or self.response_start > 0 or self.idle > 0)
 
     def expired(self, ex: Exchange, start: float, now: float) -> bool:
         elapsed = now - start
