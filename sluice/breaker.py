@@ -67,6 +67,10 @@ class Breaker:
         if ticket.released:
             return
         ticket.released = True
+        # The callback is usually a bound method of the request holding this ticket: a
+        # reference cycle that only the cyclic GC would free (measured: ~6 objects per
+        # queued request, and full collections under load).
+        ticket.on_grant = _noop
         if ticket.granted:
             self.in_flight -= 1
             if self.waiting:
@@ -92,4 +96,5 @@ class Breaker:
                 continue
             ticket.granted = True
             self.in_flight += 1
-            ticket.on_grant()
+            on_grant, ticket.on_grant = ticket.on_grant, _noop
+            on_grant()

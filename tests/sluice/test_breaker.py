@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -85,3 +87,35 @@ def test_mass_cancellation_is_linear_and_keeps_counts_right() -> None:
     last = waiters[-1]
     assert last is not None and last.granted  # skipped every cancelled one
     assert b.admitted == 1 and b.in_flight == 1
+
+
+class _Holder:
+    """A request object that keeps its ticket, whose callback is its own bound method (as the
+    queue-proxy's and the activator's requests do)."""
+
+    def __init__(self, b: Breaker) -> None:
+        self.ticket = b.reserve(self.granted)
+
+    def granted(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_released_ticket_leaves_no_reference_cycle(queued: bool) -> None:
+    """Measured under load: the request -> ticket -> bound method -> request cycle left ~6
+    objects per queued request to the cyclic GC, and full collections every second."""
+    b = Breaker(capacity=1, queue_depth=1)
+    first = _Holder(b)
+    holder = _Holder(b) if queued else first
+    if queued:
+        assert first.ticket is not None
+        b.release(first.ticket)  # grants the queued one
+    assert holder.ticket is not None and holder.ticket.granted
+    b.release(holder.ticket)
+    ref = weakref.ref(holder)
+    gc.disable()
+    try:
+        del holder, first
+        assert ref() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
