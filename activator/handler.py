@@ -19,7 +19,7 @@ from typing import Protocol
 
 from sluice.http.deadlines import DeadlineScanner
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head
-from sluice.http.server import Exchange
+from sluice.http.server import HttpExchange
 from sluice.wire import WireStatMessage
 
 from .revision import RevKey, identify, not_found_message
@@ -107,7 +107,7 @@ class ActivatorHandler:
         self.requests = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         watched = ex.watched
         if watched.get(b"user-agent", b"").startswith(b"kube-probe/") or watched.get(b"k-kubelet-probe"):
             problem = self.health.error()
@@ -152,7 +152,7 @@ class ActivatorHandler:
             return self.in_flight == 0
         return True
 
-    def _probe(self, ex: Exchange, value: bytes) -> None:
+    def _probe(self, ex: HttpExchange, value: bytes) -> None:
         if value == b"probe":
             digest = ex.watched.get(b"k-network-hash")
             if not digest:
@@ -171,7 +171,7 @@ class _Request(Forwarder):
 
     __slots__ = ("act", "done", "entry", "start", "stats", "tracker", "waiter")
 
-    def __init__(self, act: ActivatorHandler, ex: Exchange, entry: RevisionEntry) -> None:
+    def __init__(self, act: ActivatorHandler, ex: HttpExchange, entry: RevisionEntry) -> None:
         Forwarder.__init__(self, ex)
         self.act = act
         self.entry = entry

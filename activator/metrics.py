@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluice.http.server import Exchange
+from sluice.http.server import HttpExchange
 
 from .revision import RevKey
 from .revisions import Revisions
@@ -78,7 +78,7 @@ class MetricsHandler:
     def __init__(self, source: Callable[[], bytes]) -> None:
         self.source = source
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         url = ex.url
         cut = url.find(b"?")
         path = url if cut < 0 else url[:cut]

@@ -29,9 +29,16 @@ import random
 import ssl
 import tempfile
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sluice.http.client import DialError, DialPolicy, UpstreamClosed, UpstreamConnection, UpstreamPool
+from sluice.http.client import (
+    DialError,
+    DialPolicy,
+    UpstreamClosed,
+    UpstreamConnection,
+    UpstreamPool,
+    UpstreamSource,
+)
 from sluice.http.h2client import H2UpstreamConnection, H2UpstreamPool
 
 __all__ = [
@@ -295,12 +302,12 @@ class TLSUpstreamPool(UpstreamPool):
             raise PeerVerificationError(problem)
         return conn
 
-    def h2c_pool(self) -> UpstreamPool:
+    def h2c_pool(self) -> UpstreamSource:
         """HTTP/2 requests: h2 over TLS (ALPN `h2`) with the same checks (§3.7 Protocol)."""
         pool = self._h2c
         if pool is None:
-            h2 = TLSH2UpstreamPool(self.host, self.port, self.dial, self.material, self.namespace)
-            pool = self._h2c = cast(UpstreamPool, h2)
+            h2: UpstreamSource = TLSH2UpstreamPool(self.host, self.port, self.dial, self.material, self.namespace)
+            pool = self._h2c = h2
         return pool
 
 

@@ -493,6 +493,7 @@ async def run(args: argparse.Namespace) -> int:
         f"- command: `{shlex.join([sys.executable, *sys.argv])}`",
         f"- load average at start / end: {load_start[0]:.2f} / {load_end[0]:.2f}; "
         f"activator on CPU {PROXY_CPU}, wrk + pod + API on CPU {LOAD_CPU}",
+        f"- hot path: {pb.hot_path(args.python)}",
         "",
     ]
     report = "\n".join(header + sections) + "\n"

@@ -906,6 +906,19 @@ def machine_lines(tools: Tools) -> list[str]:
     ]
 
 
+def hot_path(python: str) -> str:
+    """Whether the QP under test runs the mypyc-compiled hot path (hatch_build.py) or the sources."""
+    probe = "import sluice.native as n, proxy.handler as h; print(n.compiled(h), n.fallback_reason)"
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30, cwd=REPO)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    compiled, _, reason = out.stdout.strip().partition(" ")
+    if compiled == "True":
+        return "compiled (mypyc)"
+    return "interpreted" + (f" ({reason})" if reason and reason != "None" else " (no native build)")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -1039,7 +1052,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     out = args.out or REPO / "bench" / "results" / f"proxy-{started:%Y%m%d-%H%M%S}.md"
     print(f"command: {args.invoked}", flush=True)
-    header = [*machine_lines(tools), f"- commit: {git_commit()}; QP interpreter: {s.python}"]
+    header = [
+        *machine_lines(tools),
+        f"- commit: {git_commit()}; QP interpreter: {s.python}; hot path: {hot_path(s.python)}",
+    ]
     print("\n".join(header), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="sluice-proxy-bench-"))

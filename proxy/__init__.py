@@ -1,0 +1,3 @@
+"""Sluice queue-proxy (CONTRACT.md §2)."""
+
+import sluice as _sluice  # noqa: F401  (first: its native guard runs before proxy.handler is found)

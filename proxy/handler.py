@@ -21,7 +21,7 @@ from sluice.breaker import Breaker, Ticket
 from sluice.http.client import UpstreamPool
 from sluice.http.deadlines import DeadlineScanner, RequestTimeouts
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head
-from sluice.http.server import Exchange
+from sluice.http.server import HttpExchange
 
 from .drain import Drainer
 from .stats import RequestStats
@@ -64,8 +64,8 @@ class Readiness(Protocol):
 class RequestObserver(Protocol):
     """Per-request hooks for metrics and request logs (kept off the proxy's core)."""
 
-    def on_request_done(self, ex: Exchange, latency: float, queue_wait: float, queue_depth: int) -> None: ...
-    def on_probe_done(self, ex: Exchange, latency: float) -> None: ...
+    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, queue_depth: int) -> None: ...
+    def on_probe_done(self, ex: HttpExchange, latency: float) -> None: ...
 
 
 def forwarded_shim(xff: bytes, xfp: bytes, xfh: bytes) -> bytes:
@@ -120,7 +120,7 @@ class QueueProxy:
 
     # ---- entry --------------------------------------------------------------
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         watched = ex.watched
         ua = watched.get(b"user-agent", b"")
         network_probe = watched.get(b"k-network-probe")
@@ -137,7 +137,7 @@ class QueueProxy:
 
     # ---- probes (§1.3) ------------------------------------------------------
 
-    def _health_check(self, ex: Exchange, network_probe: bytes | None) -> None:
+    def _health_check(self, ex: HttpExchange, network_probe: bytes | None) -> None:
         if self.drainer.draining:
             ex.respond_error(503, "shutting down")
             return
@@ -152,7 +152,7 @@ class QueueProxy:
         self.probe_tasks.add(task)
         task.add_done_callback(self.probe_tasks.discard)
 
-    async def _answer_readiness(self, ex: Exchange, readiness: Readiness) -> None:
+    async def _answer_readiness(self, ex: HttpExchange, readiness: Readiness) -> None:
         try:
             ready = await readiness.check()
         except Exception:
@@ -168,12 +168,12 @@ class QueueProxy:
             ex.respond_text(503, b"")
         self._probe_answered(ex)
 
-    def _probe_answered(self, ex: Exchange) -> None:
+    def _probe_answered(self, ex: HttpExchange) -> None:
         observer = self.observer
         if observer is not None and ex.response_done:
             observer.on_probe_done(ex, self.clock() - ex.start_time)
 
-    def _network_probe(self, ex: Exchange) -> None:
+    def _network_probe(self, ex: HttpExchange) -> None:
         if self.drainer.draining:
             ex.respond_error(503, "shutting down")
             return
@@ -230,7 +230,7 @@ class _Request(Forwarder):
         "timed_out",
     )
 
-    def __init__(self, qp: QueueProxy, ex: Exchange) -> None:
+    def __init__(self, qp: QueueProxy, ex: HttpExchange) -> None:
         Forwarder.__init__(self, ex)
         self.qp = qp
         self.proxied = ex.watched.get(b"k-proxy-request") == b"activator"

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import BinaryIO
 
-from sluice.http.server import Exchange
+from sluice.http.server import HttpExchange
 
 from .prometheus import QueueProxyMetrics
 from .requestlog import RequestLogInput, RequestLogRevision, RequestLogTemplate
@@ -35,7 +35,7 @@ class QueueProxyObserver:
         self.has_breaker = has_breaker
         self.out = out if out is not None else sys.stdout.buffer
 
-    def on_request_done(self, ex: Exchange, latency: float, queue_wait: float, queue_depth: int) -> None:
+    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, queue_depth: int) -> None:
         metrics = self.metrics
         if metrics is not None:
             metrics.observe_invocation(ex.status or 500, latency)
@@ -45,12 +45,12 @@ class QueueProxyObserver:
         if self.request_log is not None:
             self._log_line(ex, latency)
 
-    def on_probe_done(self, ex: Exchange, latency: float) -> None:
+    def on_probe_done(self, ex: HttpExchange, latency: float) -> None:
         # Probes never reach the metrics (§2.10); they are logged only when asked for.
         if self.request_log is not None and self.log_probes:
             self._log_line(ex, latency)
 
-    def _log_line(self, ex: Exchange, latency: float) -> None:
+    def _log_line(self, ex: HttpExchange, latency: float) -> None:
         transport = ex.conn.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""

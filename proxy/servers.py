@@ -8,20 +8,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sluice.http.server import Exchange
+from sluice.http.server import HttpExchange
 
 __all__ = ["AdminHandler", "PrometheusHandler", "StatsHandler", "path_of"]
 
 log = logging.getLogger("queueproxy")
 
 
-def path_of(ex: Exchange) -> bytes:
+def path_of(ex: HttpExchange) -> bytes:
     url = ex.url
     cut = url.find(b"?")
     return url if cut < 0 else url[:cut]
 
 
-def not_found(ex: Exchange) -> None:
+def not_found(ex: HttpExchange) -> None:
     ex.respond_error(404, "404 page not found")
 
 
@@ -32,7 +32,7 @@ class AdminHandler:
         self.wait_for_drain = wait_for_drain
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         if path_of(ex) != b"/wait-for-drain":
             not_found(ex)
             return
@@ -40,7 +40,7 @@ class AdminHandler:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _drain(self, ex: Exchange) -> None:
+    async def _drain(self, ex: HttpExchange) -> None:
         await self.wait_for_drain()
         if not ex.aborted:
             ex.respond_text(200, b"")
@@ -53,7 +53,7 @@ class StatsHandler:
     def __init__(self) -> None:
         self.body = b""
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         if path_of(ex) != b"/metrics":
             not_found(ex)
             return
@@ -67,7 +67,7 @@ class PrometheusHandler:
         self.render = render
         self.content_type = content_type
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         if path_of(ex) != b"/metrics":
             not_found(ex)
             return

@@ -8,7 +8,6 @@ glue can relay bytes without a task or a queue in between.
 from __future__ import annotations
 
 import asyncio
-import errno
 import random
 import socket
 from collections.abc import Callable
@@ -16,12 +15,25 @@ from typing import Any, Protocol, TypeVar, cast
 
 import httptools
 
-from .headers import ResponseHead, split_head
+from ..native import mypyc_attr
+from .errors import DialError, UpstreamClosed
+from .headers import RelayedHead, ResponseHead, split_head
 from .outbox import OutboxWriter
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-__all__ = ["DialPolicy", "ResponseSink", "UpstreamConnection", "UpstreamPool", "WholeResponseAsParts"]
+__all__ = [
+    "DialError",
+    "DialPolicy",
+    "H2ResponseSink",
+    "ResponseSink",
+    "Upstream",
+    "UpstreamClosed",
+    "UpstreamConnection",
+    "UpstreamPool",
+    "UpstreamSource",
+    "WholeResponseAsParts",
+]
 
 # Response body framings, as learnt from the response head.
 _FRAMING_LENGTH = 0
@@ -45,6 +57,48 @@ class ResponseSink(Protocol):
     def resume_request_body(self) -> None: ...
 
 
+
+class H2ResponseSink(ResponseSink, Protocol):
+    """A sink that also takes response trailers (from an h2c upstream: gRPC's grpc-status)."""
+
+    def on_interim(self, status: int, head: RelayedHead) -> None: ...
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None: ...
+    def on_response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
+
+
+class Upstream(Protocol):
+    """One request's way upstream as the Forwarder drives it: an `UpstreamConnection`, or a
+    stream on an h2c connection (h2client.H2UpstreamStream). A Protocol, so the compiled
+    Forwarder checks no concrete class at run time."""
+
+    tunnel: Any  # a TunnelPeer once upgraded (HTTP/1.1 only)
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def head_seen(self) -> bool: ...
+    @property
+    def response_bytes(self) -> int: ...
+    def begin(self, sink: H2ResponseSink, head: bytes, head_request: bool, has_body: bool) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, parts: tuple[bytes, ...]) -> None: ...
+    def end_body(self) -> None: ...
+    def close(self) -> None: ...
+    def tunnel_eof(self) -> None: ...
+    def pause_producing(self) -> None: ...
+    def resume_producing(self) -> None: ...
+
+
+class UpstreamSource(Protocol):
+    """Where a Forwarder gets its `Upstream`: an `UpstreamPool` or an h2c pool."""
+
+    def acquire_nowait(self) -> Upstream | None: ...
+    async def connect(self) -> Upstream: ...
+    def release(self, conn: Any) -> None: ...  # takes back what it handed out
+    def close(self) -> None: ...
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the compiled group
 class WholeResponseAsParts:
     """ResponseSink mixin: `on_response` delivered as the three calls it stands for, for
     sinks with nothing to gain from having the whole response at once."""
@@ -56,10 +110,6 @@ class WholeResponseAsParts:
         if body:
             self.on_response_body(body)
         self.on_response_end()
-
-
-class UpstreamClosed(ConnectionError):
-    """The upstream closed the connection before the response was complete."""
 
 
 class UpstreamConnection(OutboxWriter, asyncio.Protocol):
@@ -445,6 +495,7 @@ class DialPolicy:
         raise DialError(host, port, last_exc or TimeoutError())
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the compiled group
 class UpstreamPool:
     """Idle keep-alive connections to one host:port, most recently used first."""
 
@@ -465,7 +516,7 @@ class UpstreamPool:
         self.open_connections = 0
         self.dialing = 0  # connects in progress (not yet counted in open_connections)
         self.closing = False
-        self._h2c: UpstreamPool | None = None  # h2 hook: see h2c_pool()
+        self._h2c: UpstreamSource | None = None  # h2 hook: see h2c_pool()
 
     def acquire_nowait(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -497,7 +548,7 @@ class UpstreamPool:
         except ValueError:
             pass
 
-    def h2c_pool(self) -> UpstreamPool:
+    def h2c_pool(self) -> UpstreamSource:
         """h2 hook: the h2c (prior-knowledge HTTP/2) pool to the same host:port, for HTTP/2
         requests (CONTRACT.md §2.6 "upstream protocol mirrors downstream"). Created on first
         use, so h2 is imported only then; duck-typed like this pool (h2client.py)."""
@@ -505,7 +556,8 @@ class UpstreamPool:
         if pool is None:
             from .h2client import H2UpstreamPool
 
-            pool = self._h2c = cast(UpstreamPool, H2UpstreamPool(self.host, self.port, self.dial, self.ssl))
+            h2c: UpstreamSource = H2UpstreamPool(self.host, self.port, self.dial, self.ssl)
+            pool = self._h2c = h2c
         return pool
 
     def close(self) -> None:
@@ -515,28 +567,3 @@ class UpstreamPool:
             conn.close()
         if self._h2c is not None:  # h2 hook
             self._h2c.close()
-
-
-class DialError(ConnectionError):
-    """Go-shaped dial error text, e.g. `dial tcp 127.0.0.1:8080: connect: connection refused`."""
-
-    def __init__(self, host: str, port: int, cause: BaseException) -> None:
-        if isinstance(cause, TimeoutError):
-            detail = "i/o timeout"
-        elif isinstance(cause, OSError) and cause.errno is not None:
-            detail = "connect: " + _errno_text(cause.errno)
-        else:
-            detail = str(cause) or type(cause).__name__
-        super().__init__(f"dial tcp {host}:{port}: {detail}")
-
-
-def _errno_text(code: int) -> str:
-    if code == errno.ECONNREFUSED:
-        return "connection refused"
-    if code == errno.ECONNRESET:
-        return "connection reset by peer"
-    if code == errno.EHOSTUNREACH:
-        return "no route to host"
-    import os
-
-    return os.strerror(code).lower()

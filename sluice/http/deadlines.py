@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .server import Exchange
+from .server import HttpExchange
 
 __all__ = ["DeadlineScanner", "HasDeadline", "RequestTimeouts"]
 
@@ -72,7 +72,7 @@ class RequestTimeouts:
     def __post_init__(self) -> None:
         object.__setattr__(self, "armed", self.total > 0 or self.response_start > 0 or self.idle > 0)
 
-    def expired(self, ex: Exchange, start: float, now: float) -> bool:
+    def expired(self, ex: HttpExchange, start: float, now: float) -> bool:
         elapsed = now - start
         if self.total > 0 and elapsed >= self.total:
             return True

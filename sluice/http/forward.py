@@ -10,9 +10,10 @@ import errno
 
 import httptools
 
-from .client import DialError, UpstreamClosed, UpstreamConnection, UpstreamPool
-from .headers import HOP_BY_HOP, ResponseHead, connection_tokens
-from .server import Exchange
+from ..native import mypyc_attr
+from .client import DialError, Upstream, UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamSource
+from .headers import HOP_BY_HOP, RelayedHead, connection_tokens
+from .server import HttpExchange
 
 __all__ = ["Forwarder", "answer_timeout", "build_request_head", "go_error_text"]
 
@@ -21,7 +22,7 @@ _REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
 
 
 def build_request_head(
-    ex: Exchange,
+    ex: HttpExchange,
     host: bytes | None,
     drop: frozenset[bytes],
     extra: bytes = b"",
@@ -86,6 +87,7 @@ def go_error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the compiled group
 class Forwarder:
     """Relays one exchange through an upstream connection.
 
@@ -104,11 +106,11 @@ class Forwarder:
         "upstream_error",
     )
 
-    def __init__(self, ex: Exchange) -> None:
+    def __init__(self, ex: HttpExchange) -> None:
         self.ex = ex
         self.head = b""
-        self.pool: UpstreamPool  # set by forward()
-        self.conn: UpstreamConnection | None = None
+        self.pool: UpstreamSource  # set by forward()
+        self.conn: Upstream | None = None
         self.upstream_error: BaseException | None = None
         self._dial_task: asyncio.Task[None] | None = None
         self._finished = False
@@ -120,11 +122,12 @@ class Forwarder:
     def forward(self, pool: UpstreamPool, head: bytes) -> None:
         """Sends `head` (see build_request_head) upstream, the request body after it."""
         self.head = head
+        source: UpstreamSource = pool
         if self.ex.http2:
             # h2 hook: an HTTP/2 request goes upstream as h2c (CONTRACT.md §2.6, §3.7).
-            pool = pool.h2c_pool()
-        self.pool = pool
-        conn = pool.acquire_nowait()
+            source = pool.h2c_pool()
+        self.pool = source
+        conn = source.acquire_nowait()
         if conn is not None:
             self._attach(conn)
         else:
@@ -150,7 +153,7 @@ class Forwarder:
             return
         self._attach(conn)
 
-    def _attach(self, conn: UpstreamConnection) -> None:
+    def _attach(self, conn: Upstream) -> None:
         self.conn = conn
         ex = self.ex
         has_body = ex.has_body and not ex.upgrade
@@ -216,10 +219,10 @@ class Forwarder:
 
     # ---- ResponseSink: the response towards the client ----------------------
 
-    def on_interim(self, status: int, head: ResponseHead) -> None:
+    def on_interim(self, status: int, head: RelayedHead) -> None:
         self.ex.write_interim(status, head.block)
 
-    def on_response_head(self, status: int, reason: bytes, head: ResponseHead) -> None:
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
         self.ex.start_response(
             status,
             reason or b"",
@@ -229,19 +232,12 @@ class Forwarder:
             has_date=head.has_date,
         )
 
-    def on_response(self, status: int, reason: bytes, head: ResponseHead, body: bytes) -> None:
+    def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
         ex = self.ex
         self.conn = None
         # Nothing more to read upstream: a full client buffer has nothing left to pause.
         ex.producer = None
-        if ex.http2:  # h2 hook: a stream takes the response in parts
-            ex.start_response(status, reason, head.block, head.content_length, status in (204, 304), head.has_date)
-            ex.write(body)
-            ex.end()
-        else:
-            ex.respond_whole(
-                status, reason, head.block, head.content_length, body, status in (204, 304), head.has_date
-            )
+        ex.respond_whole(status, reason, head.block, head.content_length, body, status in (204, 304), head.has_date)
         self._over()
 
     def on_response_body(self, data: bytes) -> None:
@@ -288,11 +284,12 @@ class Forwarder:
             ex.abort()
         self._over()
 
-    def on_upgrade(self, status: int, reason: bytes, head: ResponseHead, leftover: bytes) -> None:
+    def on_upgrade(self, status: int, reason: bytes, head: RelayedHead, leftover: bytes) -> None:
         conn = self.conn
         ex = self.ex
         if conn is None:
             return
+        assert isinstance(conn, UpstreamConnection)  # upgrades are HTTP/1.1's
         lines = [b"HTTP/1.1 101 ", reason or b"Switching Protocols", b"\r\n", head.block, head.upgrade_lines, b"\r\n"]
         # Both sockets now carry raw bytes; the exchange finishes when either closes.
         conn.tunnel = _TunnelEnd(self, ex)
@@ -312,7 +309,7 @@ class _TunnelEnd:
 
     __slots__ = ("ex", "forwarder")
 
-    def __init__(self, forwarder: Forwarder, ex: Exchange) -> None:
+    def __init__(self, forwarder: Forwarder, ex: HttpExchange) -> None:
         self.forwarder = forwarder
         self.ex = ex
 
@@ -330,7 +327,7 @@ class _TunnelEnd:
         self.ex.conn.unblock_read(2)
 
 
-def answer_timeout(ex: Exchange, forwarder: Forwarder, text: bytes) -> None:
+def answer_timeout(ex: HttpExchange, forwarder: Forwarder, text: bytes) -> None:
     """Knative's timeout handler firing (CONTRACT.md §2.8): the upstream request is
     cancelled without its own completion hook, then the client gets 504 `text`,
     or, if the response already started, `text` appended and the response ended."""

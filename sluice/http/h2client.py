@@ -24,7 +24,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -33,8 +33,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from .client import DialPolicy, ResponseSink, UpstreamClosed
-from .headers import HOP_BY_HOP, ResponseHead, reason_phrase
+from .client import DialPolicy, H2ResponseSink, UpstreamClosed
+from .headers import HOP_BY_HOP, reason_phrase
 
 __all__ = ["H2ResponseHead", "H2StreamReset", "H2UpstreamConnection", "H2UpstreamPool", "H2UpstreamStream"]
 
@@ -68,10 +68,6 @@ def quiet_hpack() -> None:
 
 
 quiet_hpack()
-
-
-class H2ResponseSink(ResponseSink, Protocol):
-    def on_response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
 
 
 class H2StreamReset(ConnectionError):
@@ -154,7 +150,7 @@ def _response_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, H2ResponseH
 class H2UpstreamStream:
     """One request/response on an upstream HTTP/2 connection (the Forwarder's `conn`)."""
 
-    tunnel = None  # HTTP/2 streams are never upgraded to tunnels
+    tunnel: Any = None  # HTTP/2 streams are never upgraded to tunnels
 
     __slots__ = (
         "_body_paused",
@@ -193,6 +189,10 @@ class H2UpstreamStream:
         self._released = False
 
     # ---- the UpstreamConnection surface -------------------------------------
+
+    def tunnel_eof(self) -> None:
+        """Never called for a stream (it is never a tunnel: `tunnel` stays None); a close."""
+        self.close()
 
     def begin(self, sink: H2ResponseSink, head: bytes, head_request: bool, has_body: bool) -> None:
         self.sink = sink
@@ -259,13 +259,13 @@ class H2UpstreamStream:
     def _on_interim(self, headers: list[tuple[bytes, bytes]]) -> None:
         status, head = _response_head(headers)
         if self.sink is not None:
-            self.sink.on_interim(status, cast(ResponseHead, head))
+            self.sink.on_interim(status, head)
 
     def _on_head(self, headers: list[tuple[bytes, bytes]]) -> None:
         status, head = _response_head(headers)
         self.head_seen = True
         if self.sink is not None:
-            self.sink.on_response_head(status, reason_phrase(status), cast(ResponseHead, head))
+            self.sink.on_response_head(status, reason_phrase(status), head)
 
     def _on_data(self, data: bytes, flow_len: int) -> None:
         self.response_bytes += len(data)

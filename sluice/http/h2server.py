@@ -45,7 +45,7 @@ from .h2client import quiet_hpack
 from .headers import HOP_BY_HOP, Header, http_date
 
 if TYPE_CHECKING:
-    from .server import BodySink, Exchange, Producer, ServerConnection, TunnelPeer
+    from .server import BodySink, Exchange, HttpExchange, Producer, ServerConnection, TunnelPeer
 
 __all__ = [
     "H2ServerConnection",
@@ -364,7 +364,7 @@ class H2ServerConnection:
     def dispatch(self, stream: H2Stream) -> None:
         server = self.server
         server.requests_started += 1
-        ex = cast("Exchange", stream)  # duck-typed: the Exchange surface the handlers use
+        ex: HttpExchange = stream  # the Exchange surface, checked structurally
         try:
             server.handler(ex)
         except Exception:
@@ -735,6 +735,21 @@ class H2Stream:
             head.append((b"content-length", b"%d" % content_length))
         self._head = head
         self._no_body = no_body or self.head_request
+
+    def respond_whole(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        body: bytes,
+        no_body: bool = False,
+        has_date: bool = False,
+    ) -> None:
+        """A relayed response whose body is all here: the stream takes it in parts."""
+        self.start_response(status, reason, header_block, content_length, no_body, has_date)
+        self.write(body)
+        self.end()
 
     def set_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
         """Response trailers to send with END_STREAM (gRPC's grpc-status, grpc-message)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from email.utils import formatdate
+from typing import Protocol
 
 __all__ = [
     "HOP_BY_HOP",
@@ -165,6 +166,20 @@ def _classify(line: bytes) -> _LineInfo:
         return (_ODD, b"", _NO_TOKENS)
     tokens = frozenset(connection_tokens(value)) if kind == _CONN else _NO_TOKENS
     return (kind, value, tokens)
+
+
+class RelayedHead(Protocol):
+    """What a relay reads of a response head: a `ResponseHead` (HTTP/1.1) or an h2c
+    upstream's (h2client.H2ResponseHead). A Protocol: the compiled Forwarder takes both."""
+
+    @property
+    def block(self) -> bytes: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def has_date(self) -> bool: ...
+    @property
+    def upgrade_lines(self) -> bytes: ...
 
 
 class ResponseHead:

@@ -30,7 +30,16 @@ from .outbox import OutboxWriter
 if TYPE_CHECKING:
     from .h2server import H2ServerConnection
 
-__all__ = ["BodySink", "Exchange", "HttpServer", "Producer", "ServerLimits", "TunnelPeer"]
+__all__ = [
+    "BodySink",
+    "ClientConnection",
+    "Exchange",
+    "HttpExchange",
+    "HttpServer",
+    "Producer",
+    "ServerLimits",
+    "TunnelPeer",
+]
 
 # Why a connection's reading is paused; reading resumes when no reason is left.
 _BLOCK_PIPELINE = 1  # requests queued behind the current one (answered in order)
@@ -73,6 +82,109 @@ class TunnelPeer(Protocol):
     def tunnel_eof(self) -> None: ...
     def pause_producing(self) -> None: ...
     def resume_producing(self) -> None: ...
+
+
+class ClientConnection(Protocol):
+    """What a handler reaches through `HttpExchange.conn` (an HTTP/1.1 or HTTP/2 connection)."""
+
+    @property
+    def xff_line(self) -> bytes: ...
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def block_read(self, reason: int) -> None: ...
+    def unblock_read(self, reason: int) -> None: ...
+
+
+class HttpExchange(Protocol):
+    """The request/response surface handlers and the Forwarder use: an HTTP/1.1 `Exchange`
+    or an HTTP/2 stream (h2server.H2Stream). A Protocol, so the compiled hot path checks no
+    concrete class at run time (mypyc does for class-typed arguments)."""
+
+    on_abort: Callable[[], None] | None
+    producer: Producer | None
+    url: bytes  # sluice local's ingress rewrites it
+
+    @property
+    def conn(self) -> ClientConnection: ...
+    @property
+    def http2(self) -> bool: ...
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def version(self) -> bytes: ...
+    @property
+    def headers(self) -> list[Header]: ...
+    @property
+    def watched(self) -> dict[bytes, bytes]: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def upgrade(self) -> bool: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def chunked_request(self) -> bool: ...
+    @property
+    def head_request(self) -> bool: ...
+    @property
+    def body_done(self) -> bool: ...
+    @property
+    def has_body(self) -> bool: ...
+    @property
+    def client_ip(self) -> bytes: ...
+    @property
+    def start_time(self) -> float: ...
+    @property
+    def last_write(self) -> float: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def body_bytes(self) -> int: ...
+    @property
+    def response_started(self) -> bool: ...
+    @property
+    def response_done(self) -> bool: ...
+    @property
+    def aborted(self) -> bool: ...
+
+    def header(self, lname: bytes) -> bytes | None: ...
+    def set_body_sink(self, sink: BodySink) -> None: ...
+    def pause_body(self) -> None: ...
+    def resume_body(self) -> None: ...
+    def respond(self, data: bytes, close: bool = False) -> None: ...
+    def respond_error(self, status: int, message: str) -> None: ...
+    def respond_text(
+        self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = (), content_type: bytes | None = None
+    ) -> None: ...
+    def write_interim(self, status: int, header_block: bytes = b"") -> None: ...
+    def start_response(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        no_body: bool = False,
+        has_date: bool = False,
+    ) -> None: ...
+    def respond_whole(
+        self,
+        status: int,
+        reason: bytes,
+        header_block: bytes,
+        content_length: int | None,
+        body: bytes,
+        no_body: bool = False,
+        has_date: bool = False,
+    ) -> None: ...
+    def flush(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def end(self, trailer_block: bytes = b"") -> None: ...
+    def set_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
+    def terminate_with(self, text: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def upgrade_to_tunnel(self, head: bytes, peer: TunnelPeer) -> None: ...
 
 
 class _HeaderTooLarge(Exception):
@@ -407,7 +519,7 @@ class Exchange:
             callback()
 
 
-Handler = Callable[[Exchange], None]
+Handler = Callable[[HttpExchange], None]
 
 
 class ServerConnection(OutboxWriter, asyncio.Protocol):
@@ -491,7 +603,8 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         if self.tunnel_peer is not None:
             self.tunnel_peer.tunnel_write(data)
             return
-        if self._parse_error is not None:
+        failed = self._parse_error  # a local: the parser's callbacks may set the attribute below
+        if failed is not None:
             return
         try:
             self.parser.feed_data(data)
@@ -784,7 +897,7 @@ class HttpServer:
         handler: Handler,
         watch: frozenset[bytes] = frozenset(),
         limits: ServerLimits | None = None,
-        on_error: Callable[[Exchange], None] | None = None,
+        on_error: Callable[[HttpExchange], None] | None = None,
     ) -> None:
         self.handler = handler
         self.watch = watch
@@ -812,11 +925,13 @@ class HttpServer:
     def ports(self) -> list[int]:
         out: list[int] = []
         for server in self.servers:
-            for sock in server.sockets:
+            # getattr: typeshed says a tuple, uvloop gives a list (compiled code checks the declared type).
+            sockets: list[Any] = list(getattr(server, "sockets", None) or ())
+            for sock in sockets:
                 out.append(int(sock.getsockname()[1]))
         return out
 
-    def log_handler_error(self, ex: Exchange) -> None:
+    def log_handler_error(self, ex: HttpExchange) -> None:
         if self._on_error is not None:
             self._on_error(ex)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.http.client import UpstreamPool
 from sluice.http.forward import Forwarder, build_request_head
-from sluice.http.server import Exchange, HttpServer
+from sluice.http.server import HttpExchange, HttpServer
 
 from .controller.caches import Caches
 from .controller.names import meta
@@ -147,7 +147,7 @@ class Ingress:
 
     # ---- handling -------------------------------------------------------------------------
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         target, url = self.match(ex.header(b"host") or b"", ex.url)
         if target is None or not target.choices:
             ex.respond_error(404, "no route for this host or path" if target is None else "route has no ready revision")
@@ -170,7 +170,7 @@ class Ingress:
 
 
 class _Relay(Forwarder):
-    def __init__(self, ingress: Ingress, ex: Exchange, target: _Target, revision: str, stats: RouteStats) -> None:
+    def __init__(self, ingress: Ingress, ex: HttpExchange, target: _Target, revision: str, stats: RouteStats) -> None:
         Forwarder.__init__(self, ex)
         self.ingress = ingress
         self.target = target

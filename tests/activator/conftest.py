@@ -19,7 +19,7 @@ import pytest
 from activator.__main__ import ActivatorProcess
 from activator.config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from autoscaler.statserver import StatServer
-from sluice.http.server import Exchange, HttpServer
+from sluice.http.server import HttpExchange, HttpServer
 from sluice.local.kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
 from sluice.wire import Stat
 from tests.support import ROOT
@@ -187,7 +187,7 @@ class FakeQueueProxy:
         self.first_ready_probe_at: float | None = None
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []
-        self.held: list[Exchange] = []
+        self.held: list[HttpExchange] = []
         self.max_concurrent = 0
         self.server = HttpServer(self)
         self.port = 0
@@ -201,7 +201,7 @@ class FakeQueueProxy:
     def dest(self) -> tuple[str, int]:
         return (self.ip, self.port)
 
-    def __call__(self, ex: Exchange) -> None:
+    def __call__(self, ex: HttpExchange) -> None:
         ua = ex.header(b"user-agent") or b""
         if ua.startswith(b"Knative-Activator-Probe"):
             self.probes += 1
