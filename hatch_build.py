@@ -146,16 +146,23 @@ else:
             if self.target_name != "wheel" or version == "editable" or os.environ.get("SLUICE_NATIVE") == "0":
                 return
             root = Path(self.root)
+            self._tmp: tempfile.TemporaryDirectory[str] | None = None
             if current(root):
                 out = root
                 paths = artifacts()
             else:
-                out = Path(tempfile.mkdtemp(prefix="sluice-wheel-native-"))
+                self._tmp = tempfile.TemporaryDirectory(prefix="sluice-wheel-native-")
+                out = Path(self._tmp.name)
                 paths = build(out, root)
             for path in paths:
                 build_data["force_include"][str(out / path)] = path
             build_data["pure_python"] = False
             build_data["infer_tag"] = True
+
+        def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+            tmp = getattr(self, "_tmp", None)  # absent when initialize() returned early
+            if tmp is not None:
+                tmp.cleanup()  # the wheel holds the extensions now
 
 
 def main(argv: list[str]) -> int:

@@ -302,13 +302,9 @@ class TLSUpstreamPool(UpstreamPool):
             raise PeerVerificationError(problem)
         return conn
 
-    def h2c_pool(self) -> UpstreamSource:
+    def _new_h2c_pool(self) -> UpstreamSource:
         """HTTP/2 requests: h2 over TLS (ALPN `h2`) with the same checks (§3.7 Protocol)."""
-        pool = self._h2c
-        if pool is None:
-            h2: UpstreamSource = TLSH2UpstreamPool(self.host, self.port, self.dial, self.material, self.namespace)
-            pool = self._h2c = h2
-        return pool
+        return TLSH2UpstreamPool(self.host, self.port, self.dial, self.material, self.namespace)
 
 
 class TLSH2UpstreamPool(H2UpstreamPool):

@@ -551,14 +551,17 @@ class UpstreamPool:
     def h2c_pool(self) -> UpstreamSource:
         """h2 hook: the h2c (prior-knowledge HTTP/2) pool to the same host:port, for HTTP/2
         requests (CONTRACT.md §2.6 "upstream protocol mirrors downstream"). Created on first
-        use, so h2 is imported only then; duck-typed like this pool (h2client.py)."""
+        use, so h2 is imported only then."""
         pool = self._h2c
         if pool is None:
-            from .h2client import H2UpstreamPool
-
-            h2c: UpstreamSource = H2UpstreamPool(self.host, self.port, self.dial, self.ssl)
-            pool = self._h2c = h2c
+            pool = self._h2c = self._new_h2c_pool()
         return pool
+
+    def _new_h2c_pool(self) -> UpstreamSource:
+        """The h2c pool `h2c_pool` creates; a subclass dialling otherwise (TLS) overrides it."""
+        from .h2client import H2UpstreamPool
+
+        return H2UpstreamPool(self.host, self.port, self.dial, self.ssl)
 
     def close(self) -> None:
         self.closing = True
