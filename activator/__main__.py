@@ -16,6 +16,7 @@ from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.server import HttpServer, ServerLimits
 from sluice.logs import configure_logging, level_from_knative
+from sluice.periodic import Ticker
 from sluice.wire import WireStatMessage
 
 from .backends import BackendManager, BackendSettings, PoolRegistry
@@ -113,7 +114,8 @@ class ActivatorProcess:
             self.metrics_server = HttpServer(MetricsHandler(self._metrics))
         self.informers: list[Informer] = []
         self.stopped = asyncio.Event()
-        self._tick_handle: asyncio.TimerHandle | None = None
+        # The 1 s report tick (§3.8); a Ticker so a stall or a raising tick cannot end it (issue 13).
+        self.report_ticker = Ticker(_REPORT_PERIOD, self._tick, name="activator stats report", logger=log)
 
     def _lookup(self, key: RevKey) -> Any:
         entry = self.revisions.get(key)
@@ -189,14 +191,10 @@ class ActivatorProcess:
             await self.server.listen(host, cfg.https_port, ssl=self.tls.listening)
         if self.metrics_server is not None:
             await self.metrics_server.listen(host, cfg.metrics_port)
-        loop = asyncio.get_running_loop()
-        self._tick_handle = loop.call_at(loop.time() + _REPORT_PERIOD, self._tick)
+        self.report_ticker.start()
         log.info("activator serving", extra={"fields": {"ports": self.server.ports, "autoscaler": cfg.autoscaler_url}})
 
     def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._tick_handle is not None
-        self._tick_handle = loop.call_at(self._tick_handle.when() + _REPORT_PERIOD, self._tick)
         messages = self.concurrency.report(time.monotonic())
         self.last_concurrency = {
             (m.namespace, m.name): m.stat.average_concurrent_requests for m in messages if m.stat is not None
@@ -222,8 +220,7 @@ class ActivatorProcess:
 
     async def close(self) -> None:
         """Stops at once without the 45 s drain (tests, failed starts)."""
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        self.report_ticker.stop()
         servers = [self.server] + ([self.metrics_server] if self.metrics_server is not None else [])
         for server in servers:
             server.stop_accepting()
@@ -250,8 +247,7 @@ class ActivatorProcess:
         await asyncio.sleep(self.cfg.drain_sleep)
         await self.server.shutdown()
         await self.handler.wait_idle()
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        self.report_ticker.stop()
         if self.metrics_server is not None:
             await self.metrics_server.shutdown(timeout=1.0)
         await self._stop_background()

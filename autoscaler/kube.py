@@ -101,7 +101,9 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._dirty: set[str] = set()
         self._failures: dict[str, int] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        # key -> (when, timer). `when` is kept here, not read back from the handle: uvloop hands
+        # out plain Handles without `when()` for times already past (issue 13).
+        self._timers: dict[str, tuple[float, asyncio.Handle]] = {}
         self._wakeup = asyncio.Event()
         self._closed = False
 
@@ -129,12 +131,12 @@ class WorkQueue:
             return
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        timer = self._timers.get(key)
-        if timer is not None and not timer.cancelled():
-            if timer.when() <= when:
+        pending = self._timers.get(key)
+        if pending is not None and not pending[1].cancelled():
+            if pending[0] <= when:
                 return
-            timer.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
+            pending[1].cancel()
+        self._timers[key] = (when, loop.call_at(when, self._fire, key))
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
@@ -172,7 +174,7 @@ class WorkQueue:
 
     def close(self) -> None:
         self._closed = True
-        for timer in self._timers.values():
+        for _, timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         self._wakeup.set()

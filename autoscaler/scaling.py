@@ -7,13 +7,13 @@ from a `MetricClient` (the collector), ready pods from a callable. Knative files
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
+from sluice.periodic import run_every
 from sluice.wire import Stat
 
 from .aggregation import MaxTimeWindow
@@ -365,9 +365,7 @@ class MultiScaler:
 
     async def run(self, granularity: float = 0.1) -> None:
         """Ticks due deciders until cancelled. `granularity` bounds how late a tick can be."""
-        while True:
-            try:
-                self.tick_due()
-            except Exception:
-                logger.exception("decider tick failed")
-            await asyncio.sleep(granularity)
+        async def tick() -> None:
+            self.tick_due()
+
+        await run_every(granularity, tick, name="multiscaler deciders", logger=logger)

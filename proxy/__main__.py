@@ -17,6 +17,7 @@ from sluice.config import ConfigError
 from sluice.http.client import UpstreamPool
 from sluice.http.server import HttpServer
 from sluice.logs import configure_logging, level_from_knative
+from sluice.periodic import Ticker
 from sluice.wire import Stat, encode_stat
 
 from .config import QueueProxyConfig
@@ -95,7 +96,8 @@ class QueueProxyProcess:
             self.user_metrics_server = HttpServer(PrometheusHandler(registry.render, CONTENT_TYPE.encode()))
         self.sigterm = asyncio.Event()
         self.stopped = asyncio.Event()
-        self._tick_handle: asyncio.TimerHandle | None = None
+        # The 1 s Stat tick (§2.9); a Ticker so a stall or a raising tick cannot end it (issue 13).
+        self.stats_ticker = Ticker(_STATS_PERIOD, self._tick, name="queue-proxy stats", logger=log)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -111,8 +113,7 @@ class QueueProxyProcess:
             metrics_host = address[0] or host
             port = cfg.user_metrics_port if cfg.user_metrics_port is not None else address[1]
             await self.user_metrics_server.listen(metrics_host, port)
-        loop = asyncio.get_running_loop()
-        self._tick_handle = loop.call_at(loop.time() + _STATS_PERIOD, self._tick)
+        self.stats_ticker.start()
         log.info(
             "queue-proxy serving",
             extra={"fields": {"port": cfg.queue_serving_port, "tls": tls is not None,
@@ -137,9 +138,6 @@ class QueueProxyProcess:
 
     def _tick(self) -> None:
         # A fixed 1 s cadence from process start, like Go's ticker (§2.9).
-        loop = asyncio.get_running_loop()
-        assert self._tick_handle is not None
-        self._tick_handle = loop.call_at(self._tick_handle.when() + _STATS_PERIOD, self._tick)
         avg_c, avg_p, reqs, proxied = self.handler.report()
         self.stats.body = encode_stat(
             Stat(
@@ -179,8 +177,7 @@ class QueueProxyProcess:
 
     async def close(self) -> None:
         """Stops at once, without draining (tests and failed starts)."""
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        self.stats_ticker.stop()
         for server in (self.main_server, self.admin_server, self.stats_server, self.user_metrics_server):
             if server is None:
                 continue
@@ -203,8 +200,7 @@ class QueueProxyProcess:
                 "in-flight requests remain after the shutdown grace",
                 extra={"fields": {"inFlight": self.handler.in_flight}},
             )
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        self.stats_ticker.stop()
         await self.admin_server.shutdown(timeout=1.0)
         await self.stats_server.shutdown(timeout=1.0)
         if self.user_metrics_server is not None:
