@@ -58,11 +58,13 @@ def test_unpaired_release_is_a_programming_error() -> None:
     with pytest.raises(RuntimeError, match="not paired"):
         b.release(t)
     assert b.in_flight == 0
-    foreign = Breaker(queue_depth=1, max_concurrency=1, initial_capacity=1).reserve()
-    assert foreign is not None and foreign.granted
+    running = b.reserve()
+    queued = b.reserve()
+    assert running is not None and queued is not None and not queued.granted
+    b.release(queued)
     with pytest.raises(RuntimeError, match="not paired"):
-        b.release(foreign)  # granted elsewhere, nothing in flight here
-    assert b.reserve() is not None
+        b.release(queued)  # a waiting ticket too
+    assert b.admitted == 1
 
 
 def test_capacity_update_grants_queued_requests() -> None:
