@@ -18,27 +18,15 @@ from autoscaler.resources import DeciderSpec
 from autoscaler.scaling import MultiScaler, _same_sign
 from sluice.wire import Stat
 
+from .test_autoscaler_table import spec_of
+
 NS, NAME = "a-ns", "a-rev"
 KEY = f"{NS}/{NAME}"
 
 
 def new_decider_spec(**changes: object) -> DeciderSpec:
-    spec = DeciderSpec(
-        max_scale_up_rate=10.0,
-        max_scale_down_rate=10.0,
-        scaling_metric="concurrency",
-        target_value=1.0,
-        total_value=1.0,
-        target_burst_capacity=1.0,  # initial EBC = int(1 x 1 - 1) = 0, Go's newDecider value
-        activator_capacity=100.0,
-        panic_threshold=2.0,
-        stable_window=60.0,
-        scale_down_delay=0.0,
-        initial_scale=1,
-        activation_scale=0,
-        reachable=True,
-    )
-    return replace(spec, **changes)  # type: ignore[arg-type]
+    # Target 1, total 1, TBC 1: the initial EBC is int(1 x 1 - 1) = 0, Go's newDecider value.
+    return replace(spec_of(1.0, 1.0, total=1.0), **changes)  # type: ignore[arg-type]
 
 
 @dataclass
