@@ -88,7 +88,8 @@ class ActivatorConfig:
             autoscaler_url=r.str("SLUICE_AUTOSCALER_URL", f"ws://autoscaler.{ns}.svc.{domain}:8080/"),
             kubeconfig=r.str("SLUICE_KUBECONFIG", environ.get("KUBECONFIG", "")),
             drain_sleep=r.float("SLUICE_DRAIN_SLEEP", 45.0, minimum=0.0),
-            queue_depth=r.int("SLUICE_QUEUE_DEPTH", 10_000, minimum=0),
+            # The revision breaker's queue depth (Go's breakerQueueDepth); 0 is invalid there.
+            queue_depth=r.int("SLUICE_QUEUE_DEPTH", 10_000, minimum=1),
             mesh_compatibility_mode=mesh,
             https_port=r.port("SLUICE_HTTPS_PORT", 8112),
             tls_min_version=tls_min,

@@ -21,7 +21,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from sluice.breaker import MAX_BREAKER_CAPACITY, check_breaker_params
+
 __all__ = [
+    "BREAKER_QUEUE_DEPTH",
     "MAX_CAPACITY",
     "FirstAvailablePolicy",
     "PodTracker",
@@ -35,8 +38,15 @@ __all__ = [
     "revision_capacity",
 ]
 
-# Go's revisionMaxConcurrency (math.MaxInt32): "unlimited" for the revision gate.
-MAX_CAPACITY = 2**31 - 1
+# Go's revisionMaxConcurrency (queue.MaxBreakerCapacity, math.MaxInt32): "unlimited" for the
+# revision gate, and its max concurrency.
+MAX_CAPACITY = MAX_BREAKER_CAPACITY
+
+# Go's breakerQueueDepth: the revision gate's queue depth (§3.5).
+BREAKER_QUEUE_DEPTH = 10_000
+
+# No admission bound (cc = 0); the largest short int of compiled (mypyc) code.
+_UNBOUNDED = 2**62 - 1
 
 
 class PodTracker:
@@ -220,6 +230,7 @@ class RevisionThrottler:
         "in_flight",
         "live_waiting",
         "make_tracker",
+        "max_admitted",
         "num_activators",
         "policy",
         "queue_depth",
@@ -230,12 +241,22 @@ class RevisionThrottler:
     def __init__(
         self,
         cc: int,
-        queue_depth: int = 10_000,
+        queue_depth: int = BREAKER_QUEUE_DEPTH,
         rng: random.Random | None = None,
         make_tracker: Callable[[str, int], PodTracker] | None = None,
     ) -> None:
         self.cc = cc
         self.queue_depth = queue_depth
+        if cc > 0:
+            # Go's revision breaker: queue.NewBreaker(QueueDepth: breakerQueueDepth, MaxConcurrency:
+            # revisionMaxConcurrency, InitialCapacity: 0). Admission is queue depth + max
+            # concurrency, fixed: it practically never answers "queue full", requests wait for
+            # capacity as pods come and go (§3.5).
+            check_breaker_params(queue_depth, MAX_CAPACITY, 0)
+            self.max_admitted = queue_depth + MAX_CAPACITY
+        else:
+            # cc = 0: Go's infiniteBreaker, which takes no parameters and admits everything.
+            self.max_admitted = _UNBOUNDED
         self.policy = policy_for(cc, rng or random.Random())
         self.make_tracker = make_tracker or PodTracker
         self.trackers: dict[str, PodTracker] = {}
@@ -319,7 +340,8 @@ class RevisionThrottler:
     def acquire(self, owner: Requester) -> Waiter | None:
         """Admits a request. A returned waiter with `granted` set holds a slot and a
         tracker already (the owner is NOT called back); otherwise the owner's
-        `on_acquired` runs later. None: the bounded queue is full."""
+        `on_acquired` runs later. None: `queue_depth + max concurrency` requests are
+        admitted already (Go's "pending request queue full"; unreachable in practice)."""
         waiter = Waiter(owner)
         if self.live_waiting == 0 and self.in_flight < self.capacity:
             tracker = self._pick()
@@ -328,7 +350,7 @@ class RevisionThrottler:
                 waiter.tracker = tracker
                 self.in_flight += 1
                 return waiter
-        if self.live_waiting >= self.queue_depth:
+        if self.in_flight + self.live_waiting >= self.max_admitted:
             return None
         self.waiting.append(waiter)
         self.live_waiting += 1

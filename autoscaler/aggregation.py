@@ -5,7 +5,8 @@ All buckets are 1 s wide (§4.8), so a bucket is identified by its Unix second a
 `time.Truncate(time.Second)` — never milliseconds (§7).
 
 - `TimedFloat64Buckets`: values *summed* per second, averaged over the seconds of the window with
-  Knative's partial-window rules (§7: "sums per second ... not a mean of samples").
+  Knative's partial-window rules (§7: "sums per second ... not a mean of samples"), the average
+  rounded to 6 decimals half away from zero (Go's `math.Round`, §4.8).
 - `WeightedFloat64Buckets`: same ring, exponentially weighted average.
 - `MaxTimeWindow`: sliding maximum over `ceil(duration / granularity)` slots (scale-down delay,
   §4.7 step 8).
@@ -20,6 +21,8 @@ __all__ = [
     "MaxTimeWindow",
     "TimedFloat64Buckets",
     "WeightedFloat64Buckets",
+    "go_round",
+    "round_to_n_digits",
 ]
 
 # Stands for Go's zero `time.Time` (year 1): earlier than any real write, so the first Record
@@ -28,12 +31,30 @@ _NEVER = -(1 << 62)
 
 # Knative's weighted-exponential constants (bucketing.go).
 _MIN_EXPONENT = 0.2
-_WEIGHT_PRECISION = 0.9999
+# Go's `1 - weightPrecision` (0.9999) is an exact constant expression: 0.0001 rounded once. The
+# float subtraction 1.0 - 0.9999 would give 9.999999999998899e-05 and move α in its last bits.
+_ONE_MINUS_WEIGHT_PRECISION = 0.0001
 
 
-def _floor_6(value: float) -> float:
-    # Go's roundToNDigits(6, f) is math.Floor(f*1e6)/1e6: it truncates, it does not round.
-    return math.floor(value * 1e6) / 1e6
+def go_round(value: float) -> float:
+    """Go's math.Round: to the nearest integer, halves away from zero (Python's round() goes to
+    even). `value - trunc(value)` is exact in binary floating point, so this matches Go bit for bit."""
+    if not math.isfinite(value):
+        return value
+    t = math.copysign(float(math.trunc(value)), value)  # -0.4 -> -0.0, as Go
+    if abs(value - t) >= 0.5:
+        t += math.copysign(1.0, value)
+    return t
+
+
+def round_to_n_digits(n: int, value: float) -> float:
+    """Go's roundToNDigits (bucketing.go since v1.19): math.Round(f*10^n) / 10^n."""
+    p = 10.0**n
+    return go_round(value * p) / p
+
+
+# Knative's `precision`: window averages are rounded to 6 decimal places (§4.8).
+_PRECISION = 6
 
 
 def _num_buckets(window: float) -> int:
@@ -98,7 +119,7 @@ class TimedFloat64Buckets:
         if d <= 0:
             # +1: first and last write seconds are both inclusive.
             nb = min(last - self._first_write + 1, self._nb)
-            return _floor_6(self._total / nb)
+            return round_to_n_digits(_PRECISION, self._total / nb)
         if d < self.window:
             # Data stopped d seconds ago: the skipped seconds are not in the window any more.
             buckets = self._buckets
@@ -106,7 +127,7 @@ class TimedFloat64Buckets:
             for i in range(last + 1, nt + 1):
                 ret -= buckets[i % self._nb]
             nb = min(last - self._first_write + 1, self._nb - d)
-            return _floor_6(ret / nb)
+            return round_to_n_digits(_PRECISION, ret / nb)
         return 0.0
 
     def resize_window(self, window: float, now: float) -> None:
@@ -139,7 +160,7 @@ class TimedFloat64Buckets:
 
 def _smoothing_coeff(nb: int) -> float:
     # a = max(1 - 0.0001^(1/B), 0.2): with a = 0.2, B ≥ 42 slots already carry ≥ 99.99 % weight.
-    return max(1.0 - math.pow(1.0 - _WEIGHT_PRECISION, 1.0 / nb), _MIN_EXPONENT)
+    return max(1.0 - math.pow(_ONE_MINUS_WEIGHT_PRECISION, 1.0 / nb), _MIN_EXPONENT)
 
 
 class WeightedFloat64Buckets(TimedFloat64Buckets):

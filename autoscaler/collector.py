@@ -153,13 +153,19 @@ class MetricCollector:
         return self._collections.get(key)
 
     def create_or_update(self, namespace: str, name: str, spec: MetricSpec) -> BaseException | None:
-        """Creates or updates the collection for a Metric; returns its last scrape error, if any."""
+        """Creates or updates the collection for a Metric; returns the scraper factory's error, or
+        else the collection's last scrape error, if any."""
         key = f"{namespace}/{name}"
-        scraper = (
-            self._scraper_factory(key, spec)
-            if self._scraper_factory is not None and spec.scrape_target
-            else None
-        )
+        try:
+            scraper = (
+                self._scraper_factory(key, spec)
+                if self._scraper_factory is not None and spec.scrape_target
+                else None
+            )
+        except Exception as exc:
+            # Go's CreateOrUpdate returns the factory's error and leaves the collection (or its
+            # absence) as it was; the Metric reconciler reports it in the Metric's status.
+            return exc
         existing = self._collections.get(key)
         if existing is not None:
             existing.update(spec, scraper, self._clock())

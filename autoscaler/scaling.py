@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from sluice.periodic import run_every
 from sluice.wire import Stat
 
 from .aggregation import MaxTimeWindow
-from .annotations import RPS
+from .annotations import CONCURRENCY, RPS
 from .resources import DeciderSpec
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TICK_INTERVAL",
     "Autoscaler",
     "Decider",
+    "DeciderGauges",
     "DeciderStatus",
     "MetricClient",
     "MultiScaler",
@@ -76,10 +77,32 @@ class MetricClient(Protocol):
     def stable_and_panic_rps(self, key: str, now: float) -> tuple[float, float]: ...
 
 
-class ScaleResult(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class DeciderGauges:
+    """The per-revision gauges of CONTRACT.md §4.7, as Go's decider records them (`metrics.go`).
+
+    `scaling_metric` names the family (`kn.revision.concurrency.*` or `kn.revision.rps.*`) and is
+    fixed when the decider is created, as Go registers its instruments once. Until the first valid
+    evaluation every value is 0 except `panic_mode` (Go's initial state).
+    """
+
+    scaling_metric: str
+    desired_pods: int = 0  # kn.revision.pods.desired
+    excess_burst_capacity: float = 0.0  # kn.revision.capacity.excess (before the int32 cut)
+    stable: float = 0.0  # kn.revision.{concurrency,rps}.stable
+    panic: float = 0.0  # kn.revision.{concurrency,rps}.panic
+    target: float = 0.0  # kn.revision.{concurrency,rps}.target
+    panic_mode: int = 0  # kn.revision.panic.mode: 1 while panicking
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleResult:
     desired_pod_count: int
     excess_burst_capacity: int
     scale_valid: bool
+    # The gauges after this evaluation (None when invalid: Go records nothing then). Not part of
+    # equality, so a result compares as Go's three-field ScaleResult.
+    gauges: DeciderGauges | None = field(default=None, compare=False)
 
 
 INVALID_RESULT = ScaleResult(0, 0, False)
@@ -93,6 +116,7 @@ class Autoscaler:
         "_delay_window",
         "_metric_client",
         "_ready_count",
+        "gauges",
         "key",
         "max_panic_pods",
         "panic_time",
@@ -125,6 +149,9 @@ class Autoscaler:
         # current scale, so losing the metric history does not scale it down.
         self.panic_time: float | None = clock() if current > 1 else None
         self.max_panic_pods = current
+        self.gauges = DeciderGauges(
+            RPS if spec.scaling_metric == RPS else CONCURRENCY, panic_mode=int(self.panic_time is not None)
+        )
 
     @property
     def panicking(self) -> bool:
@@ -157,8 +184,12 @@ class Autoscaler:
         except NoDataError:
             logger.debug("no data to scale on yet", extra={"fields": {"knative.dev/key": self.key}})
             return INVALID_RESULT
-        except NotCollectingError:
-            logger.error("failed to obtain metrics: not collecting", extra={"fields": {"knative.dev/key": self.key}})
+        except Exception as exc:
+            # Go's `err != nil` branch of Scale: any metric error means no decision for this
+            # revision this tick; the other revisions' deciders are not affected (§4.7 step 2).
+            logger.error(
+                "failed to obtain metrics: %r", exc, extra={"fields": {"knative.dev/key": self.key}}
+            )
             return INVALID_RESULT
 
         if not (math.isfinite(stable) and math.isfinite(panic)):
@@ -190,11 +221,13 @@ class Autoscaler:
         if over_threshold:
             if self.panic_time is None:
                 logger.info("PANICKING", extra={"fields": {"knative.dev/key": self.key}})
+                self.gauges = replace(self.gauges, panic_mode=1)
             self.panic_time = now
         elif self.panic_time is not None and self.panic_time + spec.stable_window < now:
             logger.info("un-panicking", extra={"fields": {"knative.dev/key": self.key}})
             self.panic_time = None
             self.max_panic_pods = 0
+            self.gauges = replace(self.gauges, panic_mode=0)
 
         # Step 7: never scale down while panicking.
         desired = desired_stable
@@ -204,8 +237,10 @@ class Autoscaler:
                 self.max_panic_pods = desired
             desired = self.max_panic_pods
 
-        # Step 8: scale-down delay — the max of the decisions of the last ScaleDownDelay.
-        if self._delay_window is not None and spec.reachable and spec.scale_down_delay > 0:
+        # Step 8: scale-down delay — the max of the decisions of the last ScaleDownDelay. As in Go
+        # the window, made once at creation (§4.6), applies while reachable even if a later spec
+        # sets the delay to 0 (docs/DIFFERENCES.md explains why Sluice does not diverge here).
+        if self._delay_window is not None and spec.reachable:
             self._delay_window.record(now, desired)
             desired = int(self._delay_window.current())
 
@@ -214,10 +249,13 @@ class Autoscaler:
         if tbc == 0:
             ebc = 0.0
         elif tbc > 0:
-            ebc = math.floor(ready * spec.total_value - tbc - panic)
+            ebc = float(math.floor(ready * spec.total_value - tbc - panic))
         else:
             ebc = -1.0
-        return ScaleResult(desired, _int32(ebc), True)
+        gauges = self.gauges = DeciderGauges(
+            self.gauges.scaling_metric, desired, ebc, stable, panic, spec.target_value, self.gauges.panic_mode
+        )
+        return ScaleResult(desired, _int32(ebc), True, gauges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +322,16 @@ class MultiScaler:
         runner = self._runners.get(f"{namespace}/{name}")
         return None if runner is None else runner.decider
 
+    def gauges(self, namespace: str, name: str) -> DeciderGauges | None:
+        """The §4.7 gauges of one decider as last recorded (Go's observable-gauge callback)."""
+        runner = self._runners.get(f"{namespace}/{name}")
+        return None if runner is None else runner.scaler.gauges
+
+    def all_gauges(self) -> dict[str, DeciderGauges]:
+        """Every decider's gauges, keyed "<ns>/<name>" (a deleted decider's series stop, as Go's
+        OnDelete unregisters them)."""
+        return {key: runner.scaler.gauges for key, runner in self._runners.items()}
+
     def create(self, namespace: str, name: str, spec: DeciderSpec) -> Decider:
         """Returns the existing decider, or creates one with the §4.6 initial status."""
         key = f"{namespace}/{name}"
@@ -339,8 +387,13 @@ class MultiScaler:
                 # Advance by whole intervals: a late loop does not cause a burst of catch-up ticks.
                 missed = math.floor((now - runner.next_tick) / self.tick_interval)
                 runner.next_tick += (missed + 1) * self.tick_interval
-                self._tick(key, runner, now)
                 count += 1
+                try:
+                    self._tick(key, runner, now)
+                except Exception:
+                    # Go runs every decider on its own ticker: one revision's failure must not
+                    # cost the others their evaluation this tick.
+                    logger.exception("decider tick failed", extra={"fields": {"knative.dev/key": key}})
         return count
 
     def _tick(self, key: str, runner: _Runner, now: float) -> ScaleResult:

@@ -105,8 +105,9 @@ class QueueProxy:
     ) -> None:
         self.pool = pool
         cc = container_concurrency
-        # cc = 0 means no breaker at all: unlimited, no queue (§2.7).
-        self.breaker: Breaker | None = Breaker(cc, 10 * cc) if cc > 0 else None
+        # cc = 0 means no breaker at all: unlimited, no queue (§2.7). Otherwise Go's
+        # queue-proxy breaker: QueueDepth 10·cc, MaxConcurrency cc, InitialCapacity cc.
+        self.breaker: Breaker | None = Breaker(10 * cc, cc, cc) if cc > 0 else None
         self.timeouts = RequestTimeouts(timeout, response_start_timeout, idle_timeout)
         self.drainer = drainer
         self.readiness = readiness

@@ -194,12 +194,26 @@ def test_a_pod_never_exceeds_cc() -> None:
     assert rt.in_flight == 4 and rt.queued == 2
 
 
-def test_bounded_queue_rejects_beyond_depth() -> None:
+def test_admission_is_queue_depth_plus_max_concurrency() -> None:
+    # Go's revision breaker: QueueDepth breakerQueueDepth, MaxConcurrency revisionMaxConcurrency
+    # (§3.5): requests beyond the queue depth still wait for capacity rather than get a 503.
     rt = RevisionThrottler(cc=1, queue_depth=2)
+    assert rt.max_admitted == 2 + MAX_CAPACITY
     log: list[str] = []
-    assert rt.acquire(Owner(log, "a")) is not None
-    assert rt.acquire(Owner(log, "b")) is not None
-    assert rt.acquire(Owner(log, "c")) is None
+    waiters = [rt.acquire(Owner(log, str(i))) for i in range(5)]
+    assert all(w is not None and not w.granted for w in waiters) and rt.queued == 5
+    rt.update_backends({"10.0.0.1:8012"})
+    assert log == ["0"]
+    # The bound itself, reached by shrinking it (the real one is 2**31 + 1 requests).
+    rt.max_admitted = 5
+    assert rt.acquire(Owner(log, "x")) is None
+
+
+def test_breaker_parameters_as_go() -> None:
+    with pytest.raises(ValueError):
+        RevisionThrottler(cc=1, queue_depth=0)  # queue.NewBreaker panics on depth 0
+    # cc = 0 is Go's infinite breaker: no parameters, no admission bound.
+    assert RevisionThrottler(cc=0, queue_depth=0).max_admitted > 2**40
 
 
 def test_cancelled_waiters_are_skipped_and_compacted() -> None:

@@ -62,13 +62,22 @@ def test_linear_reset_after_a_silent_window() -> None:
     assert b.window_average(105) == 7.0
 
 
-def test_linear_result_is_truncated_to_6_digits_not_rounded() -> None:
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        ([1.0, 1.0, 0.0], 0.666667),  # 2 / 3: rounded (flooring gave 0.666666)
+        ([2.0, 0.0, 0.0], 0.666667),
+        ([1.0, 0.0, 0.0], 0.333333),
+        ([1.234567, 1.234568], 1.234568),  # 1.2345675: half away from zero (flooring: 1.234567)
+        ([0.3, -0.1, -0.2], 0.0),  # -9.25e-18 of float noise: 0 (flooring gave -1e-06)
+    ],
+)
+def test_linear_result_is_rounded_to_6_digits_like_go(values: list[float], want: float) -> None:
+    # Go (since v1.19) returns roundToNDigits(6, avg) = math.Round(avg * 1e6) / 1e6 (§4.8).
     b = TimedFloat64Buckets(60.0)
-    b.record(100, 2.0)
-    b.record(101, 0.0)
-    b.record(102, 0.0)
-    # 2 / 3 = 0.6666666...: Go floors to 0.666666 (rounding would give 0.666667)
-    assert b.window_average(102) == 0.666666
+    for i, v in enumerate(values):
+        b.record(100 + i, v)
+    assert b.window_average(100 + len(values) - 1) == want
 
 
 def test_seconds_not_milliseconds() -> None:

@@ -13,7 +13,7 @@ from sluice.breaker import Breaker
 
 
 def test_cc_slots_then_queue_of_ten_cc_then_refusal() -> None:
-    b = Breaker(capacity=2, queue_depth=20)
+    b = Breaker(queue_depth=20, max_concurrency=2, initial_capacity=2)
     tickets = [b.reserve() for _ in range(22)]
     assert all(t is not None for t in tickets)
     assert [t.granted for t in tickets if t] == [True, True] + [False] * 20
@@ -23,7 +23,7 @@ def test_cc_slots_then_queue_of_ten_cc_then_refusal() -> None:
 
 def test_release_grants_waiters_in_fifo_order() -> None:
     order: list[int] = []
-    b = Breaker(capacity=1, queue_depth=10)
+    b = Breaker(queue_depth=10, max_concurrency=1, initial_capacity=1)
     first = b.reserve()
     assert first is not None and first.granted
     def waiter(i: int) -> Callable[[], None]:
@@ -38,7 +38,7 @@ def test_release_grants_waiters_in_fifo_order() -> None:
 
 
 def test_cancelled_waiter_leaves_the_queue_and_frees_its_place() -> None:
-    b = Breaker(capacity=1, queue_depth=1)
+    b = Breaker(queue_depth=1, max_concurrency=1, initial_capacity=1)
     running = b.reserve()
     waiting = b.reserve()
     assert running and waiting and not waiting.granted
@@ -48,19 +48,28 @@ def test_cancelled_waiter_leaves_the_queue_and_frees_its_place() -> None:
     assert b.reserve() is not None
 
 
-def test_release_is_idempotent() -> None:
-    b = Breaker(capacity=1, queue_depth=0)
+def test_unpaired_release_is_a_programming_error() -> None:
+    # Go's semaphore panics "release and acquire are not paired"; a second release of the same
+    # ticket would otherwise free a slot some other request holds.
+    b = Breaker(queue_depth=1, max_concurrency=1, initial_capacity=1)
     t = b.reserve()
     assert t is not None
     b.release(t)
-    b.release(t)
+    with pytest.raises(RuntimeError, match="not paired"):
+        b.release(t)
     assert b.in_flight == 0
-    assert b.reserve() is not None
+    running = b.reserve()
+    queued = b.reserve()
+    assert running is not None and queued is not None and not queued.granted
+    b.release(queued)
+    with pytest.raises(RuntimeError, match="not paired"):
+        b.release(queued)  # a waiting ticket too
+    assert b.admitted == 1
 
 
 def test_capacity_update_grants_queued_requests() -> None:
     granted: list[int] = []
-    b = Breaker(capacity=0, queue_depth=5)
+    b = Breaker(queue_depth=5, max_concurrency=2, initial_capacity=0)
     for i in range(3):
         assert b.reserve(partial(granted.append, i)) is not None
     b.update_capacity(2)
@@ -68,13 +77,33 @@ def test_capacity_update_grants_queued_requests() -> None:
     assert b.in_flight == 2
 
 
-def test_negative_sizes_rejected() -> None:
+@pytest.mark.parametrize(
+    ("queue_depth", "max_concurrency", "initial_capacity"),
+    [(0, 1, 1), (-1, 1, 1), (1, -1, 0), (1, 1, -1), (1, 5, 6)],
+)
+def test_invalid_sizes_rejected(queue_depth: int, max_concurrency: int, initial_capacity: int) -> None:
     with pytest.raises(ValueError):
-        Breaker(-1, 0)
+        Breaker(queue_depth, max_concurrency, initial_capacity)
+
+
+def test_admission_is_fixed_when_capacity_changes() -> None:
+    # The activator's revision breaker moves its capacity with the pods (§3.5): admitted requests
+    # (waiting + executing) stay bounded by queue depth + max concurrency, not by the capacity.
+    b = Breaker(queue_depth=2, max_concurrency=3, initial_capacity=0)
+    tickets = [b.reserve() for _ in range(5)]
+    assert all(t is not None and not t.granted for t in tickets)
+    assert b.reserve() is None
+    b.update_capacity(3)
+    assert [t.granted for t in tickets if t] == [True, True, True, False, False]
+    assert b.reserve() is None  # still 5 admitted
+    b.update_capacity(1)  # shrinking never evicts running requests
+    assert b.in_flight == 3 and b.admitted == 5
+    with pytest.raises(ValueError):
+        b.update_capacity(4)  # above max concurrency: Go's callers clamp first
 
 
 def test_mass_cancellation_is_linear_and_keeps_counts_right() -> None:
-    b = Breaker(capacity=1, queue_depth=100_000)
+    b = Breaker(queue_depth=100_000, max_concurrency=1, initial_capacity=1)
     running = b.reserve()
     waiters = [b.reserve() for _ in range(100_000)]
     assert b.admitted == 100_001
@@ -104,7 +133,7 @@ class _Holder:
 def test_a_released_ticket_leaves_no_reference_cycle(queued: bool) -> None:
     """Measured under load: the request -> ticket -> bound method -> request cycle left ~6
     objects per queued request to the cyclic GC, and full collections every second."""
-    b = Breaker(capacity=1, queue_depth=1)
+    b = Breaker(queue_depth=1, max_concurrency=1, initial_capacity=1)
     first = _Holder(b)
     holder = _Holder(b) if queued else first
     if queued:
