@@ -67,6 +67,10 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
                     "verbs": SUBRESOURCE_VERBS,
                 }
             )
+        if t.group == "" and t.plural == "pods":
+            resources.append(
+                {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+            )
         if t.scale is not None:
             resources.append(
                 {

@@ -51,6 +51,8 @@ class ResourceType:
     extra_field_selectors: tuple[str, ...] = ()
     # Kinds whose main-resource create resets status to this (e.g. pods start Pending).
     initial_status: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # A CRD version's additionalPrinterColumns (what `kubectl get` shows, see tables.py).
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
     @property
     def api_version(self) -> str:
