@@ -76,7 +76,7 @@ class ServingReconciler:
         ):
             new = informer.get(ns, name) is None
             if await self.w.ensure(gvr, informer, desired) is not None and new:
-                await self.events.event(ksvc, "Normal", "Created", f"Created {kind} {name!r}")
+                await self.events.event(ksvc, "Normal", "Created", f'Created {kind} "{name}"')
 
     def url(self, name: str, namespace: str) -> str:
         return f"http://{name}.{namespace}.{self.domain}"
@@ -158,7 +158,7 @@ class ServingReconciler:
             self.c.revisions.get(ns, name) is None
             and await self.w.ensure(ALL.REVISIONS, self.c.revisions, desired) is not None
         ):
-            await self.events.event(cfg, "Normal", "Created", f"Created Revision {name!r}")
+            await self.events.event(cfg, "Normal", "Created", f'Created Revision "{name}"')
         revs = self._revisions_of(cfg)
         latest = self.c.revisions.get(ns, name)
         old = (cfg.get("status") or {}).get("latestReadyRevisionName", "")
@@ -187,7 +187,7 @@ class ServingReconciler:
                 (latest_ready,),
                 "Normal",
                 "LatestReadyUpdate",
-                f"LatestReadyRevisionName updated to {latest_ready!r}",
+                f'LatestReadyRevisionName updated to "{latest_ready}"',
             )
         failed = ready_cond[1] == "False"
         await self.events.on_change(
@@ -196,7 +196,7 @@ class ServingReconciler:
             (name, str(failed)),
             "Warning",
             "LatestCreatedFailed" if failed else "",
-            f"Latest created revision {name!r} has failed",
+            f'Latest created revision "{name}" has failed',
         )
         status = {
             "observedGeneration": m.get("generation", 1),

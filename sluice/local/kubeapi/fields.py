@@ -70,6 +70,19 @@ def unknown_paths(rt: ResourceType, obj: Any) -> list[str]:
     return [f"metadata.{k}" for k in meta if k not in OBJECT_META_FIELDS] if isinstance(meta, dict) else []
 
 
+def go_value(v: Any) -> str:
+    """Go's `%v` of a decoded JSON value (`map[spec:map[replicas:2]]`), as field errors print it."""
+    if isinstance(v, dict):
+        return "map[" + " ".join(f"{k}:{go_value(v[k])}" for k in sorted(v)) + "]"
+    if isinstance(v, list):
+        return "[" + " ".join(go_value(x) for x in v) + "]"
+    if v is None:
+        return "<nil>"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
 def _strict_message(paths: list[str]) -> str:
     return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in paths)
 
@@ -89,7 +102,13 @@ def check_fields(rt: ResourceType, obj: Any, ctx: WriteContext | None, patch: An
             rt.kind,
             rt.group,
             str(((obj.get("metadata") or {}) if isinstance(obj, dict) else {}).get("name") or ""),
-            [Cause("FieldValueInvalid", f"Invalid value: {json.dumps(patch)!r}: {_strict_message(paths)}", "patch")],
+            [
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {json.dumps(go_value(patch))}: {_strict_message(paths)}",
+                    "patch",
+                )
+            ],
         )
     raise errors.bad_request(
         f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {_strict_message(paths)}'

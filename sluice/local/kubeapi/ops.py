@@ -351,6 +351,28 @@ class Operations:
         self.gc.drain()
         return stored
 
+    def server_side_apply(
+        self, rt: ResourceType, ns: str, name: str, body: Any, ctx: WriteContext | None = None
+    ) -> tuple[Stored, bool]:
+        """`kubectl apply --server-side` (application/apply-patch+yaml): creates the object, or
+        merges the applied configuration into it. A simplification of server-side apply: no
+        managedFields, so no conflicts between managers, and a field dropped from the applied
+        configuration is kept rather than removed (plain `kubectl apply` removes it)."""
+        if not isinstance(body, dict):
+            raise errors.bad_request(f"Object '{rt.kind}' is not a JSON object")
+        if not body.get("apiVersion") or not body.get("kind"):
+            raise errors.bad_request("apiVersion and kind must be set in an applied configuration")
+        raw_meta = body.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        if meta.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
+        if self.store.get(rt.group_resource, ns if rt.namespaced else "", name) is None:
+            body.setdefault("metadata", {})["name"] = name
+            return self.create(rt, ns, body, ctx), True
+        return self.patch(rt, ns, name, MERGE_PATCH, body, None, ctx), False
+
     def _apply_patch(self, rt: ResourceType | None, target: JSONObj, content_type: str, patch: Any) -> Any:
         if content_type == MERGE_PATCH:
             if not isinstance(patch, dict):

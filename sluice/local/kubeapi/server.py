@@ -263,10 +263,14 @@ class KubeAPIApp:
             ctx = WriteContext.parse(request.query.get("fieldValidation"))
             s, created = self.ops.update(rt, ns, name, await self._write_body(request), sub, ctx)
             return _json_response(render(rt, s), 201 if created else 200, ctx)
+        if method == "PATCH" and request.content_type == APPLY_PATCH and sub is None:
+            ctx = WriteContext.parse(request.query.get("fieldValidation"))
+            s, created = self.ops.server_side_apply(rt, ns, name, await self._decode(request), ctx)
+            return _json_response(render(rt, s), 201 if created else 200, ctx)
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in (MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH):
-                accepted = [JSON_PATCH, MERGE_PATCH] + ([STRATEGIC_PATCH] if rt.strategic_merge else [])
+                accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH] + ([STRATEGIC_PATCH] if rt.strategic_merge else [])
                 raise errors.unsupported_media_type(ctype, accepted)
             ctx = WriteContext.parse(request.query.get("fieldValidation"))
             s = self.ops.patch(rt, ns, name, ctype, await self._decode(request, allow_yaml=False), sub, ctx)
