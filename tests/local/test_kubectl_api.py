@@ -369,3 +369,27 @@ async def test_kubectl_sees_warnings_and_refusals(server: EmbeddedAPIServer, kub
     assert 'Warning: unknown field "spec.template.spec.containerConcurency"' in err
     code, out, err = await run("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(ksvc("kc-ssa")))
     assert code == 0 and "serverside-applied" in out, err
+
+
+async def test_events_k8s_io_is_a_view_of_core_events(server: EmbeddedAPIServer) -> None:
+    event = {
+        "metadata": {"name": "p.1"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container",
+        "type": "Warning",
+        "source": {"component": "kubelet"},
+        "count": 3,
+        "lastTimestamp": "2026-01-01T00:00:00Z",
+    }
+    assert (await call(server, "POST", "/api/v1/namespaces/default/events", event))[0] == 201
+    path = "/apis/events.k8s.io/v1/namespaces/default/events"
+    code, got, _ = await call(server, "GET", path + "?fieldSelector=involvedObject.name=p")
+    assert code == 200 and got["kind"] == "EventList"
+    (item,) = got["items"]
+    assert item["apiVersion"] == "events.k8s.io/v1"
+    assert (item["regarding"]["name"], item["note"], item["deprecatedCount"]) == ("p", event["message"], 3)
+    _, table_, _ = await call(server, "GET", path, accept=TABLE)
+    assert table_["rows"][0]["cells"][2:4] == ["BackOff", "pod/p"]
+    code, st, _ = await call(server, "POST", path, event)
+    assert code == 405 and "read-only" in st["message"]

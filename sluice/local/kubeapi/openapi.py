@@ -105,20 +105,16 @@ def _paths(rt: ResourceType) -> dict[str, Any]:
     item = f"{collection}/{{name}}"
     name_params = [_param("name", "path", True)] + ([_param("namespace", "path", True)] if rt.namespaced else [])
     coll_params = [_param("namespace", "path", True)] if rt.namespaced else []
-    return {
-        collection: {
-            "get": _operation(rt, "list", f"list{op}", False),
-            "post": _operation(rt, "post", f"create{op}", True),
-            "parameters": coll_params,
-        },
-        item: {
-            "get": _operation(rt, "get", f"read{op}", False),
-            "put": _operation(rt, "put", f"replace{op}", True),
-            "patch": _operation(rt, "patch", f"patch{op}", True),
-            "delete": _operation(rt, "delete", f"delete{op}", False),
-            "parameters": name_params,
-        },
+    paths: dict[str, Any] = {
+        collection: {"get": _operation(rt, "list", f"list{op}", False), "parameters": coll_params},
+        item: {"get": _operation(rt, "get", f"read{op}", False), "parameters": name_params},
     }
+    if rt.view_of is None:  # views are read-only
+        paths[collection]["post"] = _operation(rt, "post", f"create{op}", True)
+        paths[item]["put"] = _operation(rt, "put", f"replace{op}", True)
+        paths[item]["patch"] = _operation(rt, "patch", f"patch{op}", True)
+        paths[item]["delete"] = _operation(rt, "delete", f"delete{op}", False)
+    return paths
 
 
 class OpenAPI:

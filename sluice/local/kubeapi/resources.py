@@ -51,6 +51,8 @@ class ResourceType:
     extra_field_selectors: tuple[str, ...] = ()
     # Kinds whose main-resource create resets status to this (e.g. pods start Pending).
     initial_status: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # A read-only view of another resource's objects (events.k8s.io/v1 events are core events).
+    view_of: tuple[str, str] | None = None
     # A CRD version's additionalPrinterColumns (what `kubectl get` shows, see tables.py).
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
@@ -60,7 +62,8 @@ class ResourceType:
 
     @property
     def group_resource(self) -> tuple[str, str]:
-        return (self.group, self.plural)
+        """Where the objects are stored (a view reads another resource's storage)."""
+        return self.view_of or (self.group, self.plural)
 
     @property
     def list_kind(self) -> str:
@@ -74,6 +77,20 @@ class ResourceType:
 def _core(plural: str, kind: str, **kw: Any) -> ResourceType:
     return ResourceType("", "v1", plural, kind, singular=kind.lower(), **kw)
 
+
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
 
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
@@ -120,19 +137,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "Event",
         short_names=("ev",),
         allow_create_on_update=True,
-        extra_field_selectors=(
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ),
+        extra_field_selectors=_EVENT_FIELDS,
     ),
     _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
     ResourceType(
@@ -170,6 +175,15 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         allow_create_on_update=True,
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", singular="lease", allow_create_on_update=True),
+    ResourceType(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        singular="event",
+        view_of=("", "events"),
+        extra_field_selectors=_EVENT_FIELDS,
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, errors, logs, openapi
+from . import discovery, errors, logs, openapi, views
 from .errors import APIError
 from .fields import WriteContext
 from .ops import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, Operations
@@ -54,7 +54,7 @@ def render(rt: ResourceType, s: Stored) -> bytes:
     # strategy None) differs only in apiVersion.
     if s.obj.get("apiVersion") == rt.api_version:
         return s.raw
-    return dumps({**s.obj, "apiVersion": rt.api_version})
+    return dumps(served(rt, s))
 
 
 def _bool(q: str | None) -> bool:
@@ -72,7 +72,11 @@ def _int(request: web.Request, name: str) -> int | None:
 
 
 def served(rt: ResourceType, s: Stored) -> dict[str, Any]:
-    return s.obj if s.obj.get("apiVersion") == rt.api_version else {**s.obj, "apiVersion": rt.api_version}
+    if s.obj.get("apiVersion") == rt.api_version:
+        return s.obj
+    if rt.view_of is not None:
+        return views.convert(rt, s.obj)
+    return {**s.obj, "apiVersion": rt.api_version}
 
 
 class KubeAPIApp:
@@ -230,6 +234,8 @@ class KubeAPIApp:
             return self._discovery(target)
         method = request.method
         rt, ns, name, sub = target.rt, target.namespace or "", target.name, target.subresource
+        if rt.view_of is not None and method != "GET":
+            raise errors.method_not_allowed(f"{rt.group}/{rt.version} {rt.plural} is read-only here; write core/v1")
         if name is None:
             if method == "GET":
                 if target.legacy_watch or _bool(request.query.get("watch")):

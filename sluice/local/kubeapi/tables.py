@@ -296,28 +296,25 @@ def _endpoints_cells(ep: JSONObj, now: datetime) -> list[Any]:
     return [_meta(ep).get("name", ""), shown or "<none>", _age(ep, now)]
 
 
-def _event_object(ev: JSONObj) -> str:
-    io = ev.get("involvedObject") or {}
-    return f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}"
-
-
 def _event_cells(ev: JSONObj, now: datetime) -> list[Any]:
-    last = ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp")
-    first = ev.get("firstTimestamp") or ev.get("eventTime") or last
-    count = int(ev.get("count") or 1)
+    # Core events, or their events.k8s.io/v1 view (regarding, note, deprecated* fields).
+    io = ev.get("involvedObject") or ev.get("regarding") or {}
+    last = ev.get("lastTimestamp") or ev.get("deprecatedLastTimestamp") or ev.get("eventTime")
+    first = ev.get("firstTimestamp") or ev.get("deprecatedFirstTimestamp") or ev.get("eventTime") or last
+    count = int(ev.get("count") or ev.get("deprecatedCount") or 1)
     last_seen = age(last, now)
     if count > 1:
         last_seen = f"{last_seen} (x{count} over {age(first, now)})"
-    source = ev.get("source") or {}
+    source = ev.get("source") or ev.get("deprecatedSource") or {}
     src = ", ".join(x for x in (source.get("component", ""), source.get("host", "")) if x)
     return [
         last_seen,
         ev.get("type", ""),
         ev.get("reason", ""),
-        _event_object(ev),
-        (ev.get("involvedObject") or {}).get("fieldPath", ""),
-        src or ev.get("reportingComponent", ""),
-        (ev.get("message") or "").strip(),
+        f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}",
+        io.get("fieldPath", ""),
+        src or ev.get("reportingComponent") or ev.get("reportingController", ""),
+        (ev.get("message") or ev.get("note") or "").strip(),
         age(first, now),
         count,
         _meta(ev).get("name", ""),
@@ -462,7 +459,7 @@ def _crd_columns(rt: ResourceType) -> tuple[list[Column], Cells]:
 def columns_for(rt: ResourceType) -> tuple[list[Column], Cells]:
     if rt.custom:
         return _crd_columns(rt)
-    found = BUILTIN.get((rt.group, rt.plural))
+    found = BUILTIN.get(rt.view_of or (rt.group, rt.plural))
     if found is not None:
         return found
     return [NAME, AGE], lambda obj, now: [_meta(obj).get("name", ""), _age(obj, now)]
