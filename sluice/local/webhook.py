@@ -142,17 +142,12 @@ def autoscaling_errors(anns: Mapping[str, Any], allow_zero_initial_scale: bool =
             )
     errs += _min_max(anns)
     errs += _floats(anns)
-    w = _get(anns, "window")
-    if w is not None:
-        k, v = w
-        d = _duration(v)
-        if d is None:
-            errs.append(_invalid(v, k))
-        elif not WINDOW_MIN <= d <= WINDOW_MAX:
-            errs.append(_bounds(v, _go_duration(WINDOW_MIN), _go_duration(WINDOW_MAX), k))
-        elif d != int(d):
-            errs.append(FieldError("must be specified with at most second precision", k))
-    for name in ("scale-to-zero-pod-retention-period", "scale-down-delay"):
+    # (name, lower bound, needs whole seconds): window 6s-1h, the two delays 0-1h.
+    for name, lo, whole in (
+        ("window", WINDOW_MIN, True),
+        ("scale-to-zero-pod-retention-period", 0.0, False),
+        ("scale-down-delay", 0.0, True),
+    ):
         got = _get(anns, name)
         if got is None:
             continue
@@ -160,9 +155,9 @@ def autoscaling_errors(anns: Mapping[str, Any], allow_zero_initial_scale: bool =
         d = _duration(v)
         if d is None:
             errs.append(_invalid(v, k))
-        elif not 0 <= d <= WINDOW_MAX:
-            errs.append(_bounds(v, "0s", _go_duration(WINDOW_MAX), k))
-        elif name == "scale-down-delay" and d != round(d):
+        elif not lo <= d <= WINDOW_MAX:
+            errs.append(_bounds(v, _go_duration(lo), _go_duration(WINDOW_MAX), k))
+        elif whole and d != int(d):
             errs.append(FieldError("must be specified with at most second precision", k))
     metric = _get(anns, "metric")
     if metric is not None:

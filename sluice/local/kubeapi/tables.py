@@ -230,38 +230,37 @@ def _pod_cells(pod: JSONObj, now: datetime) -> list[Any]:
     ]
 
 
-def _containers(spec: dict[str, Any]) -> tuple[str, str]:
+def _workload_wide(spec: dict[str, Any]) -> list[str]:
+    """The `-o wide` cells of deployments and replica sets: containers, images, selector."""
     cs = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    return ",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs)
+    return [
+        ",".join(c.get("name", "") for c in cs),
+        ",".join(c.get("image", "") for c in cs),
+        selector_to_string(spec.get("selector")) or "<none>",
+    ]
 
 
 def _deployment_cells(d: JSONObj, now: datetime) -> list[Any]:
     spec, status = d.get("spec") or {}, d.get("status") or {}
-    names, images = _containers(spec)
     return [
         _meta(d).get("name", ""),
         f"{int(status.get('readyReplicas') or 0)}/{int(spec.get('replicas') or 0)}",
         int(status.get("updatedReplicas") or 0),
         int(status.get("availableReplicas") or 0),
         _age(d, now),
-        names,
-        images,
-        selector_to_string(spec.get("selector")) or "<none>",
+        *_workload_wide(spec),
     ]
 
 
 def _replicaset_cells(rs: JSONObj, now: datetime) -> list[Any]:
     spec, status = rs.get("spec") or {}, rs.get("status") or {}
-    names, images = _containers(spec)
     return [
         _meta(rs).get("name", ""),
         int(spec.get("replicas") or 0),
         int(status.get("replicas") or 0),
         int(status.get("readyReplicas") or 0),
         _age(rs, now),
-        names,
-        images,
-        selector_to_string(spec.get("selector")) or "<none>",
+        *_workload_wide(spec),
     ]
 
 
@@ -325,6 +324,12 @@ def _wide(*cols: tuple[str, str]) -> list[Column]:
     return [Column(name, "string", "", desc, 1) for name, desc in cols]
 
 
+WORKLOAD_WIDE = _wide(
+    ("Containers", "Names of each container in the template."),
+    ("Images", "Images referenced by each container in the template."),
+    ("Selector", "Label selector for pods."),
+)
+
 BUILTIN: dict[tuple[str, str], tuple[list[Column], Cells]] = {
     ("", "pods"): (
         [
@@ -349,11 +354,7 @@ BUILTIN: dict[tuple[str, str], tuple[list[Column], Cells]] = {
             Column("Up-to-date", "integer", description="Total number of non-terminated pods targeted."),
             Column("Available", "integer", description="Total number of available pods."),
             AGE,
-            *_wide(
-                ("Containers", "Names of each container in the template."),
-                ("Images", "Images referenced by each container in the template."),
-                ("Selector", "Label selector for pods."),
-            ),
+            *WORKLOAD_WIDE,
         ],
         _deployment_cells,
     ),
@@ -364,11 +365,7 @@ BUILTIN: dict[tuple[str, str], tuple[list[Column], Cells]] = {
             Column("Current", "integer", description="Number of actual replicas."),
             Column("Ready", "integer", description="Number of ready replicas."),
             AGE,
-            *_wide(
-                ("Containers", "Names of each container in the template."),
-                ("Images", "Images referenced by each container in the template."),
-                ("Selector", "Label selector for pods."),
-            ),
+            *WORKLOAD_WIDE,
         ],
         _replicaset_cells,
     ),
