@@ -393,3 +393,11 @@ async def test_events_k8s_io_is_a_view_of_core_events(server: EmbeddedAPIServer)
     assert table_["rows"][0]["cells"][2:4] == ["BackOff", "pod/p"]
     code, st, _ = await call(server, "POST", path, event)
     assert code == 405 and "read-only" in st["message"]
+
+
+async def test_built_in_kinds_check_their_top_level_fields(server: EmbeddedAPIServer) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}, "dta": {}}
+    code, st, _ = await call(server, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", cm)
+    assert code == 400 and 'unknown field "dta"' in st["message"]
+    code, obj, headers = await call(server, "POST", "/api/v1/namespaces/default/configmaps", cm)
+    assert code == 201 and "dta" not in obj and headers.getall("Warning") == ['299 - "unknown field \\"dta\\""']

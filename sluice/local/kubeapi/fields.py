@@ -8,7 +8,8 @@ unknown field "spec.template.spec.containers[0].containerConcurency"` (400 BadRe
 `Warning: 299` header per field; `Ignore` prunes silently, as before field validation existed.
 
 Custom resources are checked against their structural schema. Built-in kinds are served without
-a schema here, so only their `metadata` is checked.
+a schema here, so only their `metadata` and top-level fields are checked (a typo inside a Pod's
+`spec` is not caught).
 
 Admission hooks stand in for validating webhooks (Knative's `validation.webhook.serving.knative.dev`):
 a function per group/resource returning the webhook's refusal message, or "" to admit.
@@ -67,7 +68,11 @@ def unknown_paths(rt: ResourceType, obj: Any) -> list[str]:
     if rt.schema is not None:
         return unknown_fields(obj, rt.schema)
     meta = obj.get("metadata")
-    return [f"metadata.{k}" for k in meta if k not in OBJECT_META_FIELDS] if isinstance(meta, dict) else []
+    out = [f"metadata.{k}" for k in meta if k not in OBJECT_META_FIELDS] if isinstance(meta, dict) else []
+    if rt.top_fields:
+        known = {"apiVersion", "kind", "metadata", *rt.top_fields}
+        out += [k for k in obj if k not in known]
+    return out
 
 
 def go_value(v: Any) -> str:

@@ -64,7 +64,12 @@ def _kind_schema(rt: ResourceType) -> dict[str, Any]:
     if rt.schema is not None:
         out = copy.deepcopy(rt.schema)
     else:
+        # Built-in kinds are described down to their top-level sections only.
         out = {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "description": f"{rt.kind} (built-in)"}
+        out["properties"] = {
+            part: {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "description": f"{rt.kind} {part}."}
+            for part in (("spec", "status") if rt.has_status else ())
+        }
     props = out.setdefault("properties", {})
     props["apiVersion"] = {
         "type": "string",

@@ -51,6 +51,9 @@ class ResourceType:
     extra_field_selectors: tuple[str, ...] = ()
     # Kinds whose main-resource create resets status to this (e.g. pods start Pending).
     initial_status: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # Top-level fields of a built-in kind besides apiVersion/kind/metadata (strict field
+    # validation checks these; built-ins carry no schema here). Empty: not checked.
+    top_fields: tuple[str, ...] = ()
     # A read-only view of another resource's objects (events.k8s.io/v1 events are core events).
     view_of: tuple[str, str] | None = None
     # A CRD version's additionalPrinterColumns (what `kubectl get` shows, see tables.py).
@@ -96,6 +99,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "namespaces",
         "Namespace",
+        top_fields=("spec", "status"),
         namespaced=False,
         short_names=("ns",),
         has_status=True,
@@ -105,6 +109,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "pods",
         "Pod",
+        top_fields=("spec", "status"),
         short_names=("po",),
         has_status=True,
         categories=("all",),
@@ -122,6 +127,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "services",
         "Service",
+        top_fields=("spec", "status"),
         short_names=("svc",),
         has_status=True,
         allow_create_on_update=True,
@@ -129,22 +135,49 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         categories=("all",),
         initial_status={"loadBalancer": {}},
     ),
-    _core("endpoints", "Endpoints", short_names=("ep",), allow_create_on_update=True),
-    _core("configmaps", "ConfigMap", short_names=("cm",)),
-    _core("secrets", "Secret", extra_field_selectors=("type",)),
+    _core("endpoints", "Endpoints", short_names=("ep",), allow_create_on_update=True, top_fields=("subsets",)),
+    _core("configmaps", "ConfigMap", short_names=("cm",), top_fields=("data", "binaryData", "immutable")),
+    _core(
+        "secrets",
+        "Secret",
+        extra_field_selectors=("type",),
+        top_fields=("data", "stringData", "type", "immutable"),
+    ),
     _core(
         "events",
         "Event",
         short_names=("ev",),
         allow_create_on_update=True,
+        top_fields=(
+            "involvedObject",
+            "reason",
+            "message",
+            "source",
+            "firstTimestamp",
+            "lastTimestamp",
+            "count",
+            "type",
+            "eventTime",
+            "series",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
+        ),
         extra_field_selectors=_EVENT_FIELDS,
     ),
-    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _core(
+        "serviceaccounts",
+        "ServiceAccount",
+        short_names=("sa",),
+        top_fields=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    ),
     ResourceType(
         "apps",
         "v1",
         "deployments",
         "Deployment",
+        top_fields=("spec", "status"),
         singular="deployment",
         short_names=("deploy",),
         categories=("all",),
@@ -158,6 +191,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "v1",
         "replicasets",
         "ReplicaSet",
+        top_fields=("spec", "status"),
         singular="replicaset",
         short_names=("rs",),
         categories=("all",),
@@ -172,9 +206,18 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "endpointslices",
         "EndpointSlice",
         singular="endpointslice",
+        top_fields=("addressType", "endpoints", "ports"),
         allow_create_on_update=True,
     ),
-    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", singular="lease", allow_create_on_update=True),
+    ResourceType(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "Lease",
+        singular="lease",
+        allow_create_on_update=True,
+        top_fields=("spec",),
+    ),
     ResourceType(
         "events.k8s.io",
         "v1",
