@@ -13,7 +13,7 @@ unknown `serving.knative.dev/` keys; a typo such as `targt` would otherwise be s
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,31 @@ def _duration(v: str) -> float | None:
         return None
 
 
+def _in_range(
+    errs: list[FieldError],
+    anns: Mapping[str, Any],
+    name: str,
+    parse: Callable[[str], float | None],
+    lo: float,
+    hi: float,
+    show: Callable[[float], str],
+) -> float | None:
+    """An annotation parsed and bounded: `invalid value: v` or `expected lo <= v <= hi`; the
+    value when it is within bounds."""
+    got = _get(anns, name)
+    if got is None:
+        return None
+    k, v = got
+    parsed = parse(v)
+    if parsed is None:
+        errs.append(_invalid(v, k))
+    elif not lo <= parsed <= hi:
+        errs.append(_bounds(v, show(lo), show(hi), k))
+    else:
+        return parsed
+    return None
+
+
 def autoscaling_errors(anns: Mapping[str, Any], allow_zero_initial_scale: bool = True) -> list[FieldError]:
     """ValidateAnnotations of a revision template's annotations (plus the unknown-key check)."""
     errs: list[FieldError] = []
@@ -148,17 +173,10 @@ def autoscaling_errors(anns: Mapping[str, Any], allow_zero_initial_scale: bool =
         ("scale-to-zero-pod-retention-period", 0.0, False),
         ("scale-down-delay", 0.0, True),
     ):
+        d = _in_range(errs, anns, name, _duration, lo, WINDOW_MAX, _go_duration)
         got = _get(anns, name)
-        if got is None:
-            continue
-        k, v = got
-        d = _duration(v)
-        if d is None:
-            errs.append(_invalid(v, k))
-        elif not lo <= d <= WINDOW_MAX:
-            errs.append(_bounds(v, _go_duration(lo), _go_duration(WINDOW_MAX), k))
-        elif whole and d != int(d):
-            errs.append(FieldError("must be specified with at most second precision", k))
+        if d is not None and got is not None and whole and d != int(d):
+            errs.append(FieldError("must be specified with at most second precision", got[0]))
     metric = _get(anns, "metric")
     if metric is not None:
         k, v = metric
@@ -187,17 +205,8 @@ def _min_max(anns: Mapping[str, Any]) -> list[FieldError]:
     errs: list[FieldError] = []
     values: dict[str, int] = {}
     for name in ("min-scale", "max-scale"):
-        got = _get(anns, name)
-        if got is None:
-            values[name] = 0
-            continue
-        k, v = got
-        i = _int32(v)
-        if i is None:
-            errs.append(_invalid(v, k))
-        elif i < 0 or i > INT32_MAX:
-            errs.append(_bounds(v, "0", str(INT32_MAX), k))
-        values[name] = i if i is not None and 0 <= i <= INT32_MAX else 0
+        i = _in_range(errs, anns, name, _int32, 0, INT32_MAX, lambda x: str(int(x)))
+        values[name] = int(i) if i is not None else 0
     lo, hi = values["min-scale"], values["max-scale"]
     if hi != 0 and hi < lo:
         errs.append(
@@ -225,15 +234,7 @@ def _floats(anns: Mapping[str, Any]) -> list[FieldError]:
         ("panic-threshold-percentage", 110.0, 1000.0),
         ("target-utilization-percentage", 1.0, 100.0),
     ):
-        got = _get(anns, name)
-        if got is None:
-            continue
-        k, v = got
-        f = _float(v)
-        if f is None:
-            errs.append(_invalid(v, k))
-        elif not lo <= f <= hi:
-            errs.append(_bounds(v, _go_float(lo), _go_float(hi), k))
+        _in_range(errs, anns, name, _float, lo, hi, _go_float)
     target = _get(anns, "target")
     if target is not None:
         k, v = target
