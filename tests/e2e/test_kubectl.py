@@ -77,11 +77,10 @@ def test_everyday_verbs(local: Local, kenv: dict[str, str], tmp_path: Path) -> N
     # apply without --validate=false: the server's OpenAPI v3 says it validates fields itself.
     assert f"service.serving.knative.dev/{name} created" in ok(kenv, "apply", "-f", "-", stdin=manifest(name, command))
 
-    def ready() -> str:
-        out = ok(kenv, "get", "ksvc", name)
-        return out if "True" in out else ""
-
-    table = wait("the Service to be Ready", ready)
+    # The way Knative's docs wait for a Service.
+    waited = kubectl(kenv, "wait", "ksvc", name, "--for=condition=Ready", "--timeout=60s", timeout=70)
+    assert f"service.serving.knative.dev/{name} condition met" in waited.stdout, waited.stderr
+    table = ok(kenv, "get", "ksvc", name)
     header = table.splitlines()[0].split()
     assert header == ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"]
     assert f"{name}-00001" in table and f"http://{name}.default." in table
