@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .controller.caches import Caches
+from .controller.events import EventRecorder
 from .controller.informer import key_of
 from .controller.names import NODE_NAME, QUEUE_ADMIN_PORT, QUEUE_CONTAINER, meta, now_rfc3339
 from .kube import ALL, KubeError
@@ -184,13 +185,29 @@ class _PodRun:
         return str(wd) if wd else None
 
     async def _start(self, c: _Container) -> None:
+        log_path = self.log_dir / f"{c.name}.log"
+        if c.restarts and log_path.exists():
+            # The previous run's output stays readable (`kubectl logs --previous`).
+            log_path.replace(self.log_dir / f"{c.name}.previous.log")
         if c is self.user:
             argv, env = self._user_argv_env()
             cwd = self._cwd()
+            image = str(self.user_spec.get("image", ""))
         else:
             argv, env, cwd = [self.k.opts.python, "-m", "proxy"], self._qp_env(), None
+            image = str(self.qp_spec.get("image", ""))
+        field = f"spec.containers{{{c.name}}}"
+        if not c.restarts:
+            self.event(
+                "Normal",
+                "Pulled",
+                f'Container image "{image}" is not pulled: sluice local runs the container as a local process',
+                field,
+            )
         try:
-            c.child = await spawn(f"{self.name}/{c.name}", argv, env, self.log_dir / f"{c.name}.log", cwd)
+            if not argv:
+                raise OSError(f"container {c.name!r} has no command (sluice local pulls no images)")
+            c.child = await spawn(f"{self.name}/{c.name}", argv, env, log_path, cwd)
         except OSError as exc:
             c.child = None
             c.waiting = "RunContainerError"
@@ -201,14 +218,27 @@ class _PodRun:
                 "message": c.waiting_message,
                 "finishedAt": now_rfc3339(),
             }
+            self.event("Warning", "Failed", f"Error: {c.waiting_message}", field)
             return
         c.waiting = ""
         c.waiting_message = ""
         c.started_at = now_rfc3339()
+        self.event("Normal", "Created", f"Created container: {c.name}", field)
+        self.event("Normal", "Started", f"Started container {c.name}", field)
 
     # ---- the pod's life ----------------------------------------------------------------------
 
+    def event(self, type_: str, reason: str, message: str, container: str = "") -> None:
+        self.k.event(self.pod, type_, reason, message, container)
+
     async def run(self) -> None:
+        self.k.event(
+            self.pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {self.ns}/{self.name} to {NODE_NAME}",
+            recorder=self.k.scheduler_events,
+        )
         try:
             self._allocate()
         except (OSError, RuntimeError) as exc:
@@ -241,6 +271,13 @@ class _PodRun:
                 if ran > 60:
                     delay = self.k.opts.backoff_initial
             c.restarts += 1
+            uid = meta(self.pod).get("uid", "")
+            self.event(
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {c.name} in pod {self.name}_{self.ns}({uid})",
+                f"spec.containers{{{c.name}}}",
+            )
             c.waiting = "CrashLoopBackOff"
             c.waiting_message = f"back-off {delay:g}s restarting failed container={c.name} pod={self.name}"
             c.child = None
@@ -280,6 +317,14 @@ class _PodRun:
             else:
                 successes, failures = 0, failures + 1
                 if self.ready and (failures >= failure_threshold or not both_up):
+                    # Reported when a ready pod loses readiness (start-up probing is not news).
+                    detail = f"HTTP probe failed with statuscode: {status}" if status else "no answer"
+                    self.event(
+                        "Warning",
+                        "Unhealthy",
+                        f"Readiness probe failed: {detail}",
+                        f"spec.containers{{{QUEUE_CONTAINER}}}",
+                    )
                     self.ready = False
                     await self.push_status()
             del body
@@ -298,6 +343,9 @@ class _PodRun:
 
     async def kill(self, grace: float) -> None:
         self.terminating = True
+        for c in (self.user, self.qp):
+            if c.child is not None and c.child.running:
+                self.event("Normal", "Killing", f"Stopping container {c.name}", f"spec.containers{{{c.name}}}")
         children = [c.child for c in (self.user, self.qp) if c.child is not None]
         await asyncio.gather(*(child.stop(grace) for child in children))
         if self.ip:
@@ -384,9 +432,40 @@ class Kubelet:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         caches.subscribe(self._wake.set)
+        self.events = EventRecorder(caches.kube, "kubelet")
+        self.scheduler_events = EventRecorder(caches.kube, "default-scheduler")
+        # Events go out from one task, in order, off the pods' start-up path.
+        self._events: asyncio.Queue[tuple[EventRecorder, dict[str, Any], str, str, str, str]] = asyncio.Queue()
+        self._event_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kubelet")
+        self._event_task = asyncio.get_running_loop().create_task(self._send_events(), name="kubelet-events")
+
+    def event(
+        self,
+        pod: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        field_path: str = "",
+        recorder: EventRecorder | None = None,
+    ) -> None:
+        self._events.put_nowait((recorder or self.events, pod, type_, reason, message, field_path))
+
+    async def _send_events(self) -> None:
+        while True:
+            recorder, pod, type_, reason, message, field_path = await self._events.get()
+            try:
+                await recorder.event(pod, type_, reason, message, field_path)
+            except Exception:
+                log.exception("recording event %s", reason)
+
+    def log_path(self, namespace: str, pod: str, container: str, previous: bool) -> Path | None:
+        """Where a container's output is captured (the API's pod `log` subresource reads it)."""
+        name = f"{container}.previous.log" if previous else f"{container}.log"
+        path = self.opts.log_dir / f"{namespace}_{pod}" / name
+        return path if path.exists() else None
 
     def child_pids(self) -> list[tuple[str, int]]:
         out = []
@@ -453,6 +532,8 @@ class Kubelet:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stops every pod (supervisor shutdown): SIGTERM, SIGKILL after `grace`."""
+        if self._event_task is not None:
+            self._event_task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,7 +1,9 @@
 """Loading and validating `serving.knative.dev/v1` Service manifests for `sluice local`.
 
-What Knative's webhook would reject is rejected here, before anything starts, with the field path
-and the reason (`spec.template.spec.containerConcurrency: must be in [0, 1000], got 5000`). On top
+What the API server and Knative's webhook would reject is rejected here, before anything starts,
+with the field path and the reason (`spec.template.spec.containerConcurrency: must be in [0, 1000],
+got 5000`): fields the Service CRD schema does not know (kubectl's default `fieldValidation=Strict`),
+and the `autoscaling.knative.dev/*` annotations with the webhook's messages (`webhook.py`). On top
 of that `sluice local` has its own limits: the container runs as a local process, so it needs a
 `command`, and a revision has exactly one container.
 """
@@ -11,24 +13,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sluice.config import parse_go_duration
+from .kubeapi import default_crd_dir
+from .kubeapi.crd import load_crd_files
+from .kubeapi.schema import unknown_fields
+from .webhook import MAX_CONTAINER_CONCURRENCY, MAX_REVISION_TIMEOUT, knative_errors
 
-__all__ = ["Manifest", "ManifestError", "load_manifests", "validate_service"]
+__all__ = ["Manifest", "ManifestError", "load_manifests", "missing_command", "validate_service"]
 
 API_VERSION = "serving.knative.dev/v1"
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_AUTOSCALING = "autoscaling.knative.dev/"
-
-# config-defaults (Knative's defaults; `sluice local` does not change them).
-MAX_CONTAINER_CONCURRENCY = 1000
-MAX_REVISION_TIMEOUT = 600
 FIELD_REFS = frozenset({"metadata.name", "metadata.namespace", "status.podIP", "status.hostIP", "spec.nodeName"})
 
 
@@ -116,7 +117,8 @@ def validate_service(doc: Any) -> list[str]:
             _check_name(err, "metadata.namespace", meta.get("namespace"), _DNS1123, required=True)
         _check_string_map(err, "metadata.labels", meta.get("labels"))
         _check_string_map(err, "metadata.annotations", meta.get("annotations"))
-        _check_autoscaling(err, "metadata.annotations", meta.get("annotations"))
+    _check_unknown_fields(err, doc)
+    _check_webhook(err, doc)
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         err.add("spec", "required")
@@ -164,8 +166,6 @@ def _check_template(err: _Errors, path: str, template: dict[str, Any], svc: str)
         err.add(f"{path}.metadata.name", f"{rev_name!r} must have prefix {svc + '-'!r}")
     _check_string_map(err, f"{path}.metadata.labels", meta.get("labels"))
     _check_string_map(err, f"{path}.metadata.annotations", meta.get("annotations"))
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-    _check_autoscaling(err, f"{path}.metadata.annotations", annotations)
     spec = template.get("spec")
     if not isinstance(spec, dict):
         err.add(f"{path}.spec", "required")
@@ -206,11 +206,7 @@ def _check_container(err: _Errors, path: str, c: Any) -> None:
         return
     command = c.get("command")
     if command is None:
-        image = c.get("image", "")
-        err.add(
-            f"{path}.command",
-            f"required: sluice local runs the container as a local process (image {image!r} is not pulled)",
-        )
+        err.add(f"{path}.command", missing_command(str(c.get("image", ""))))
     else:
         _check_str_list(err, f"{path}.command", command, non_empty=True)
     if c.get("args") is not None:
@@ -240,6 +236,11 @@ def _check_container(err: _Errors, path: str, c: Any) -> None:
             _check_probe(err, f"{path}.{key}", c.get(key))
     if c.get("readinessProbe") is not None:
         _check_probe(err, f"{path}.readinessProbe", c.get("readinessProbe"))
+
+
+def missing_command(image: str) -> str:
+    """Why an image-only container cannot run here (also the Revision's ContainerMissing message)."""
+    return f"required: sluice local runs the container as a local process (image {image!r} is not pulled)"
 
 
 def _check_str_list(err: _Errors, path: str, value: Any, non_empty: bool) -> None:
@@ -301,100 +302,35 @@ def _check_probe(err: _Errors, path: str, probe: Any) -> None:
             _check_str_list(err, f"{path}.exec.command", ex.get("command"), non_empty=True)
 
 
-# ---- autoscaling annotations (CONTRACT.md §4.12) --------------------------------------------
-
-_ALIASES = {
-    "minScale": "min-scale",
-    "maxScale": "max-scale",
-    "initialScale": "initial-scale",
-    "targetUtilizationPercentage": "target-utilization-percentage",
-    "targetBurstCapacity": "target-burst-capacity",
-    "panicWindowPercentage": "panic-window-percentage",
-    "panicThresholdPercentage": "panic-threshold-percentage",
-    "scaleDownDelay": "scale-down-delay",
-    "scaleToZeroPodRetentionPeriod": "scale-to-zero-pod-retention-period",
-    "metricAggregationAlgorithm": "metric-aggregation-algorithm",
-}
+# ---- Knative's webhook and the CRD schema ------------------------------------------------------
 
 
-def _check_autoscaling(err: _Errors, path: str, annotations: Any) -> None:
-    if not isinstance(annotations, dict):
-        return
-    values: dict[str, float] = {}
-    for raw_key, value in annotations.items():
-        if not isinstance(raw_key, str) or not raw_key.startswith(_AUTOSCALING) or not isinstance(value, str):
-            continue
-        short = raw_key[len(_AUTOSCALING) :]
-        key = _ALIASES.get(short, short)
-        where = f"{path}[{raw_key}]"
-        problem = _autoscaling_problem(key, value.strip(), values)
-        if problem:
-            err.add(where, problem)
-    lo, hi = values.get("min-scale"), values.get("max-scale")
-    if lo is not None and hi is not None and hi > 0 and lo > hi:
-        err.add(f"{path}[{_AUTOSCALING}min-scale]", f"min-scale={lo:g} must be less than or equal to max-scale={hi:g}")
+def _check_webhook(err: _Errors, doc: dict[str, Any]) -> None:
+    """The annotation rules of Knative's webhook (`webhook.py`, CONTRACT.md §4.12), with its
+    messages; the numeric bounds of the template are checked above with their own wording."""
+    for base, e in knative_errors("Service", doc):
+        if base.endswith("annotations"):
+            keys = e.key.split(", ") if e.key else []
+            where = f"{base}[{keys[0]}]" if keys and " " not in keys[0] else base
+            err.add(where, e.message + (f" ({e.details})" if e.details else ""))
 
 
-def _autoscaling_problem(key: str, value: str, values: dict[str, float]) -> str | None:
-    def number(
-        low: float, high: float | None = None, integer: bool = False, extra: tuple[float, ...] = ()
-    ) -> str | None:
-        try:
-            v = float(int(value)) if integer else float(value)
-        except ValueError:
-            return f"{value!r} is not {'an integer' if integer else 'a number'}"
-        values[key] = v
-        if v in extra:
-            return None
-        if v < low or (high is not None and v > high):
-            bound = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-            return f"{value} must be in {bound}"
+@lru_cache(maxsize=1)
+def _service_schema() -> dict[str, Any] | None:
+    directory = default_crd_dir()
+    if directory is None:
         return None
-
-    def duration(low: float, high: float) -> str | None:
-        try:
-            v = parse_go_duration(value)
-        except ValueError:
-            return f"{value!r} is not a Go duration (e.g. 6s, 1m30s)"
-        if not low <= v <= high:
-            return f"{value} must be between {low:g}s and {high:g}s"
-        return None
-
-    if key == "class":
-        if value not in ("kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"):
-            return f"{value!r} must be kpa.autoscaling.knative.dev or hpa.autoscaling.knative.dev"
-        if value.startswith("hpa"):
-            return "the HPA class needs a Kubernetes cluster; sluice local supports kpa.autoscaling.knative.dev"
-        return None
-    if key == "metric":
-        return None if value in ("concurrency", "rps") else f"{value!r} must be concurrency or rps (KPA)"
-    if key == "target":
-        return number(0.01)
-    if key == "target-utilization-percentage":
-        return number(1, 100)
-    if key == "target-burst-capacity":
-        return number(0, extra=(-1.0,))
-    if key in ("min-scale", "max-scale"):
-        return number(0, 2**31 - 1, integer=True)
-    if key == "initial-scale":
-        # 0 is only honoured with config-autoscaler allow-zero-initial-scale: true, which
-        # the manifest cannot know; the autoscaler falls back to the config default otherwise.
-        return number(0, 2**31 - 1, integer=True)
-    if key == "activation-scale":
-        return number(2, 2**31 - 1, integer=True)
-    if key == "window":
-        return duration(6, 3600)
-    if key == "panic-window-percentage":
-        return number(1, 100)
-    if key == "panic-threshold-percentage":
-        return number(110, 1000)
-    if key in ("scale-down-delay", "scale-to-zero-pod-retention-period"):
-        return duration(0, 3600)
-    if key == "metric-aggregation-algorithm":
-        if value in ("linear", "weighted-exponential"):
-            return None
-        return f"{value!r} must be linear or weighted-exponential"
+    for rt in load_crd_files([directory]):
+        if rt.group == "serving.knative.dev" and rt.plural == "services" and rt.version == "v1":
+            return rt.schema
     return None
+
+
+def _check_unknown_fields(err: _Errors, doc: dict[str, Any]) -> None:
+    """What the API server refuses under kubectl's default `fieldValidation=Strict`."""
+    schema = _service_schema()
+    for path in unknown_fields(doc, schema) if schema is not None else ():
+        err.add(path, "unknown field (not in the serving.knative.dev/v1 Service schema)")
 
 
 def _check_traffic(err: _Errors, path: str, traffic: Any, svc: str) -> None:

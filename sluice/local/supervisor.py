@@ -29,6 +29,7 @@ from .procs import AddressPool, Child, http_get, port_busy, proc_start_ticks, sp
 from .snapshot import Sampler
 from .state import StateDir
 from .system import activator_env, autoscaler_env, component_argv, create_system_objects
+from .webhook import WEBHOOK, admission_hook
 
 __all__ = ["LocalOptions", "StartupError", "Supervisor"]
 
@@ -96,6 +97,9 @@ class Supervisor:
         self.activator_ip = self.pool.system(2)
         self.autoscaler_ip = self.pool.system(3)
         self.api = EmbeddedAPIServer(host="127.0.0.1", port=0)
+        # Knative's validating webhook for what users write (kubectl apply included).
+        for plural in ("services", "configurations", "revisions"):
+            self.api.add_admission("serving.knative.dev", plural, WEBHOOK, admission_hook)
         self.api_client: Any = None
         self.caches: Caches | None = None
         self.controller: Controller | None = None
@@ -168,6 +172,7 @@ class Supervisor:
             KubeletOptions(log_dir=self.state.logs / "pods", drain_quiet_period=self.opts.drain_quiet_period),
         )
         self.kubelet.start()
+        self.api.pod_logs = self.kubelet  # the pod `log` subresource reads what the kubelet captures
         self.ingress = Ingress(self.caches, self.opts.domain)
         try:
             await self.ingress.listen(self.opts.host, self.opts.port)

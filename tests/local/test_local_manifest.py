@@ -59,17 +59,17 @@ def test_good_manifest_and_examples_are_valid() -> None:
         (
             "spec.template.metadata.annotations",
             {"autoscaling.knative.dev/window": "2s"},
-            "spec.template.metadata.annotations[autoscaling.knative.dev/window]: 2s must be between 6s and 3600s",
+            "spec.template.metadata.annotations[autoscaling.knative.dev/window]: expected 6s <= 2s <= 1h0m0s",
         ),
         (
             "spec.template.metadata.annotations",
             {"autoscaling.knative.dev/min-scale": "3", "autoscaling.knative.dev/max-scale": "2"},
-            "min-scale=3 must be less than or equal to max-scale=2",
+            "max-scale=2 is less than min-scale=3",
         ),
         (
             "spec.template.metadata.annotations",
             {"autoscaling.knative.dev/target-burst-capacity": "-2"},
-            "target-burst-capacity]: -2 must be in >= 0",
+            "target-burst-capacity]: invalid value: -2",
         ),
         (
             "spec.template.metadata.annotations",
@@ -105,3 +105,44 @@ def test_load_collects_every_problem_of_every_file(tmp_path: Path) -> None:
     assert "a.yaml: spec: required" in text
     assert "b.yaml: not valid YAML" in text
     assert "missing.yaml: cannot read" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # Fields the CRD schema does not know: what kubectl's fieldValidation=Strict refuses.
+        ("spec.template.spec.containerConcurency", 5, "spec.template.spec.containerConcurency: unknown field"),
+        ("spec.template.spec.containers.0.valeu", "x", "spec.template.spec.containers[0].valeu: unknown field"),
+        ("spec.template.spec.contianers", [], "spec.template.spec.contianers: unknown field"),
+        # Knative's webhook, with its messages.
+        (
+            "spec.template.metadata.annotations",
+            {"autoscaling.knative.dev/targt": "10"},
+            'invalid key name "autoscaling.knative.dev/targt" (unknown autoscaling annotation; '
+            'did you mean "autoscaling.knative.dev/target"?)',
+        ),
+        (
+            "spec.template.metadata.annotations",
+            {"autoscaling.knative.dev/target": "0"},
+            "[autoscaling.knative.dev/target]: target 0 should be at least 0.01",
+        ),
+        (
+            "spec.template.metadata.annotations",
+            {"autoscaling.knative.dev/window": "2h"},
+            "expected 6s <= 2h <= 1h0m0s",
+        ),
+        (
+            "spec.template.metadata.annotations",
+            {"autoscaling.knative.dev/metric": "cpu"},
+            "[autoscaling.knative.dev/metric]: invalid value: cpu",
+        ),
+        (
+            "metadata.annotations",
+            {"autoscaling.knative.dev/min-scale": "1"},
+            'autoscaling annotations must be put under "spec.template.metadata.annotations" to work',
+        ),
+    ],
+)
+def test_strict_fields_and_webhook_messages(path: str, value: Any, expected: str) -> None:
+    problems = validate_service(with_(path, value))
+    assert any(expected in p for p in problems), problems

@@ -10,6 +10,7 @@ import contextlib
 import logging
 
 from .caches import Caches
+from .events import EventRecorder
 from .network import NetworkReconciler
 from .serving import ServingReconciler
 from .workloads import WorkloadReconciler
@@ -34,7 +35,8 @@ class Controller:
     ) -> None:
         self.caches = caches
         self.writer = Writer(caches.kube)
-        self.serving = ServingReconciler(caches, self.writer, domain, features)
+        self.events = EventRecorder(caches.kube, "controller")
+        self.serving = ServingReconciler(caches, self.writer, domain, features, self.events)
         self.network = NetworkReconciler(caches, self.writer, activator_ip)
         self.workloads = WorkloadReconciler(caches, self.writer)
         self.debounce = debounce

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..kube import ALL
+from ..manifest import missing_command
 from .caches import Caches
+from .events import EventRecorder
 from .names import (
     L_CONFIGURATION_GENERATION,
     condition,
@@ -35,9 +37,17 @@ def _generation(rev: dict[str, Any]) -> int:
 
 
 class ServingReconciler:
-    def __init__(self, caches: Caches, writer: Writer, domain: str, features: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        caches: Caches,
+        writer: Writer,
+        domain: str,
+        features: dict[str, str] | None = None,
+        events: EventRecorder | None = None,
+    ) -> None:
         self.c = caches
         self.w = writer
+        self.events = events or EventRecorder(writer.kube, "controller")
         self.domain = domain
         self.features = features or {}
 
@@ -59,8 +69,14 @@ class ServingReconciler:
     async def _service(self, ksvc: dict[str, Any]) -> None:
         if meta(ksvc).get("deletionTimestamp"):
             return
-        await self.w.ensure(ALL.CONFIGURATIONS, self.c.configurations, make_configuration(ksvc))
-        await self.w.ensure(ALL.ROUTES, self.c.routes, make_route(ksvc))
+        ns, name = meta(ksvc).get("namespace", "default"), meta(ksvc)["name"]
+        for gvr, informer, desired, kind in (
+            (ALL.CONFIGURATIONS, self.c.configurations, make_configuration(ksvc), "Configuration"),
+            (ALL.ROUTES, self.c.routes, make_route(ksvc), "Route"),
+        ):
+            new = informer.get(ns, name) is None
+            if await self.w.ensure(gvr, informer, desired) is not None and new:
+                await self.events.event(ksvc, "Normal", "Created", f'Created {kind} "{name}"')
 
     def url(self, name: str, namespace: str) -> str:
         return f"http://{name}.{namespace}.{self.domain}"
@@ -85,6 +101,12 @@ class ServingReconciler:
         def st(ok: bool) -> str:
             return "True" if ok else ("False" if failed else "Unknown")
 
+        # Knative: a failed latest revision makes the Service RevisionFailed, with its message.
+        not_ready = "RevisionFailed" if failed else "RevisionNotReady"
+        await self.events.on_change(
+            ksvc, "failed", (str(failed), cfg_msg), "Warning", "RevisionFailed" if failed else "", cfg_msg
+        )
+
         status: dict[str, Any] = {
             "observedGeneration": m.get("generation", 1),
             "url": self.url(name, ns),
@@ -98,13 +120,13 @@ class ServingReconciler:
                     (
                         "ConfigurationsReady",
                         st(cfg_ok),
-                        "" if cfg_ok else "RevisionNotReady",
+                        "" if cfg_ok else not_ready,
                         "" if cfg_ok else cfg_msg,
                     ),
                     (
                         "Ready",
                         st(cfg_ok and route_ok),
-                        "" if cfg_ok and route_ok else "NotReady",
+                        "" if cfg_ok and route_ok else ("RevisionFailed" if failed else "NotReady"),
                         "" if cfg_ok and route_ok else (cfg_msg or route_msg),
                     ),
                     (
@@ -131,9 +153,12 @@ class ServingReconciler:
         ns = m.get("namespace", "default")
         desired = make_revision(cfg)
         name = meta(desired)["name"]
-        if self.c.revisions.get(ns, name) is None:
-            # Revisions are immutable snapshots: created once, never patched.
-            await self.w.ensure(ALL.REVISIONS, self.c.revisions, desired)
+        # Revisions are immutable snapshots: created once, never patched.
+        if (
+            self.c.revisions.get(ns, name) is None
+            and await self.w.ensure(ALL.REVISIONS, self.c.revisions, desired) is not None
+        ):
+            await self.events.event(cfg, "Normal", "Created", f'Created Revision "{name}"')
         revs = self._revisions_of(cfg)
         latest = self.c.revisions.get(ns, name)
         old = (cfg.get("status") or {}).get("latestReadyRevisionName", "")
@@ -155,6 +180,24 @@ class ServingReconciler:
             )
         else:
             ready_cond = ("Ready", "Unknown", "", "")
+        if latest_ready:
+            await self.events.on_change(
+                cfg,
+                "latestReady",
+                (latest_ready,),
+                "Normal",
+                "LatestReadyUpdate",
+                f'LatestReadyRevisionName updated to "{latest_ready}"',
+            )
+        failed = ready_cond[1] == "False"
+        await self.events.on_change(
+            cfg,
+            "failed",
+            (name, str(failed)),
+            "Warning",
+            "LatestCreatedFailed" if failed else "",
+            f'Latest created revision "{name}" has failed',
+        )
         status = {
             "observedGeneration": m.get("generation", 1),
             "latestCreatedRevisionName": name if latest is not None else "",
@@ -190,11 +233,25 @@ class ServingReconciler:
         if m.get("deletionTimestamp"):
             return
         ns, name = m.get("namespace", "default"), m["name"]
+        missing = self._missing_command(rev)
+        if missing:
+            # Nothing to run: no Deployment, and the reason where `kubectl get ksvc` shows it.
+            await self._revision_status(rev, ("ContainerMissing", missing))
+            return
         dep = make_deployment(rev, initial_replicas(rev), self.features)
         await self.w.ensure(ALL.DEPLOYMENTS, self.c.deployments, dep, create_only=("replicas",))
         pa = make_pa(rev, reach.get((ns, name), "Unreachable"))
         await self.w.ensure(ALL.PODAUTOSCALERS, self.c.pas, pa)
         await self._revision_status(rev)
+
+    @staticmethod
+    def _missing_command(rev: dict[str, Any]) -> str:
+        """An image-only container: `sluice local` runs commands, it pulls no images (the same
+        message `sluice local apply` gives for the manifest)."""
+        for i, c in enumerate((rev.get("spec") or {}).get("containers") or ()):
+            if not c.get("command"):
+                return f"spec.containers[{i}].command: {missing_command(str(c.get('image', '')))}"
+        return ""
 
     def _crash_message(self, rev: dict[str, Any]) -> tuple[str, str] | None:
         """(reason, message) of a user container that keeps failing, from the pod statuses the
@@ -210,14 +267,14 @@ class ServingReconciler:
                     return f"ExitCode{term.get('exitCode', 1)}", f"Container failed with: {term.get('message', '')}"
         return None
 
-    async def _revision_status(self, rev: dict[str, Any]) -> None:
+    async def _revision_status(self, rev: dict[str, Any], failure: tuple[str, str] | None = None) -> None:
         m = meta(rev)
         ns, name = m.get("namespace", "default"), m["name"]
         pa = self.c.pas.get(ns, name)
         pa_status = (pa or {}).get("status") or {}
-        initialized = pa is not None and is_true(pa, "ScaleTargetInitialized")
-        was_ready = is_true(rev, "Ready")
-        crash = None if initialized or was_ready else self._crash_message(rev)
+        initialized = failure is None and pa is not None and is_true(pa, "ScaleTargetInitialized")
+        was_ready = failure is None and is_true(rev, "Ready")
+        crash = failure or (None if initialized or was_ready else self._crash_message(rev))
         if initialized or was_ready:
             resources = ("ResourcesAvailable", "True", "", "")
             healthy = ("ContainerHealthy", "True", "", "")
@@ -248,6 +305,14 @@ class ServingReconciler:
         }
         if pa_status.get("serviceName"):
             status["serviceName"] = pa_status["serviceName"]
+        await self.events.on_change(
+            rev,
+            "ready",
+            ready[1:],
+            "Warning" if ready[1] == "False" else "",
+            ready[2] if ready[1] == "False" else "",
+            ready[3],
+        )
         await self.w.status(ALL.REVISIONS, self.c.revisions, rev, status)
 
     # ---- Route -------------------------------------------------------------------------------

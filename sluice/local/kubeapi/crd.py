@@ -76,6 +76,7 @@ def types_from_crd(crd: dict[str, Any], source: str = "<crd>") -> list[ResourceT
                 allow_unconditional_update=False,
                 custom=True,
                 schema=schema,
+                printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
             )
         )
     return out

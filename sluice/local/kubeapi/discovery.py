@@ -50,7 +50,7 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
             "singularName": t.singular,
             "namespaced": t.namespaced,
             "kind": t.kind,
-            "verbs": list(ALL_VERBS),
+            "verbs": ["get", "list", "watch"] if t.view_of is not None else list(ALL_VERBS),
         }
         if t.short_names:
             entry["shortNames"] = list(t.short_names)
@@ -66,6 +66,10 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
                     "kind": t.kind,
                     "verbs": SUBRESOURCE_VERBS,
                 }
+            )
+        if t.group == "" and t.plural == "pods":
+            resources.append(
+                {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
             )
         if t.scale is not None:
             resources.append(

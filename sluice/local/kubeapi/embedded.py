@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from .crd import load_crd_files
+from .fields import AdmissionHook
 from .kubeconfig import write_kubeconfig
+from .logs import PodLogSource
 from .meta import random_token
 from .ops import Operations
 from .persistence import SQLiteBackend
@@ -78,6 +80,15 @@ class EmbeddedAPIServer:
         self._app: KubeAPIApp | None = None
         self.store: Store | None = None
         self.ops: Operations | None = None
+        self._admission: dict[tuple[str, str], tuple[str, AdmissionHook]] = {}
+        # Where the pod `log` subresource reads from (the kubelet's side; None: logs are NotFound).
+        self.pod_logs: PodLogSource | None = None
+
+    def add_admission(self, group: str, plural: str, webhook: str, hook: AdmissionHook) -> None:
+        """A validating admission webhook for one resource (creates and updates of the object)."""
+        self._admission[(group, plural)] = (webhook, hook)
+        if self.ops is not None:
+            self.ops.admission[(group, plural)] = (webhook, hook)
 
     def _load_or_make_token(self) -> str:
         if self.data_dir is None:
@@ -122,9 +133,12 @@ class EmbeddedAPIServer:
         backend = SQLiteBackend(self.data_dir) if self.data_dir is not None else None
         self.store = Store(backend, history_size=self._history_size)
         self.ops = Operations(self.registry, self.store)
+        self.ops.admission.update(self._admission)
         self._ensure_namespaces(INITIAL_NAMESPACES)
         self.ops.gc.scan()
-        self._app = KubeAPIApp(self.ops, self.token, bookmark_interval=self._bookmark_interval)
+        self._app = KubeAPIApp(
+            self.ops, self.token, bookmark_interval=self._bookmark_interval, pod_logs=lambda: self.pod_logs
+        )
         self._runner = web.AppRunner(self._app.build(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._ssl_context())

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import errors
 from .errors import APIError, Cause
+from .fields import AdmissionHook, AdmissionRequest, WriteContext, check_fields, webhook_denied
 from .gc import GarbageCollector
 from .meta import JSONObj, generate_name_suffix, new_uid
 from .patch import json_patch, merge_patch, strategic_merge
@@ -75,6 +76,20 @@ class Operations:
         self.registry = registry
         self.store = store
         self.gc = GarbageCollector(self)
+        # Validating admission (webhooks): (group, plural) -> (webhook name, hook).
+        self.admission: dict[tuple[str, str], tuple[str, AdmissionHook]] = {}
+
+    def _lookup(self, group: str, plural: str, ns: str, name: str) -> JSONObj | None:
+        s = self.store.get((group, plural), ns, name)
+        return s.copy() if s is not None else None
+
+    def _admit(self, rt: ResourceType, obj: JSONObj, old: JSONObj | None) -> None:
+        hook = self.admission.get(rt.group_resource)
+        if hook is None:
+            return
+        message = hook[1](AdmissionRequest(rt, obj, old, self._lookup))
+        if message:
+            raise webhook_denied(hook[0], message)
 
     # ------------------------------------------------------------ helpers
 
@@ -211,7 +226,8 @@ class Operations:
 
     # ------------------------------------------------------------ create
 
-    def create(self, rt: ResourceType, ns: str, body: Any) -> Stored:
+    def create(self, rt: ResourceType, ns: str, body: Any, ctx: WriteContext | None = None) -> Stored:
+        check_fields(rt, body, ctx)
         obj = check_type_meta(rt, body)
         meta = obj["metadata"]
         if rt.namespaced:
@@ -234,6 +250,7 @@ class Operations:
         name = str(meta.get("name") or "")
         prepare_create(rt, obj, new_uid())
         validate_object(rt, obj)
+        self._admit(rt, obj, None)
         self._check_namespace(rt, ns, name)
         if self.store.get(rt.group_resource, ns if rt.namespaced else "", name) is not None:
             raise errors.already_exists(rt.plural, rt.group, name)
@@ -244,9 +261,16 @@ class Operations:
     # ------------------------------------------------------------ update / patch
 
     def update(
-        self, rt: ResourceType, ns: str, name: str, body: Any, subresource: str | None = None
+        self,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        body: Any,
+        subresource: str | None = None,
+        ctx: WriteContext | None = None,
     ) -> tuple[Stored, bool]:
         """PUT. Returns (stored, created) — created only for kinds that allow create-on-update."""
+        check_fields(rt, body, ctx)
         obj = check_type_meta(rt, body)
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != name:
@@ -262,7 +286,7 @@ class Operations:
             if rt.allow_create_on_update and subresource is None:
                 meta["name"] = name
                 meta.pop("resourceVersion", None)
-                return self.create(rt, ns, obj), True
+                return self.create(rt, ns, obj), True  # fields were checked above
             raise errors.not_found(rt.plural, rt.group, name)
         rv = meta.get("resourceVersion")
         if not rv and not rt.allow_unconditional_update:
@@ -292,6 +316,8 @@ class Operations:
             obj["metadata"]["namespace"] = old["metadata"]["namespace"]
         new = prepare_update(rt, obj, old, subresource)
         validate_object(rt, new)
+        if subresource is None:
+            self._admit(rt, new, old)
         bump_generation(rt, new, old)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
@@ -307,11 +333,13 @@ class Operations:
         content_type: str,
         patch: Any,
         subresource: str | None = None,
+        ctx: WriteContext | None = None,
     ) -> Stored:
         existing = self._get(rt, ns, name)
         patched = self._apply_patch(rt, existing.copy(), content_type, patch)
         if not isinstance(patched, dict):
             raise errors.bad_request("the patched object is not a JSON object")
+        check_fields(rt, patched, ctx, patch=patch)
         meta = patched.get("metadata")
         rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
         if isinstance(meta, dict) and meta.get("name", name) != name:
@@ -322,6 +350,28 @@ class Operations:
         stored = self._apply_update(rt, existing, obj, subresource, rv)
         self.gc.drain()
         return stored
+
+    def server_side_apply(
+        self, rt: ResourceType, ns: str, name: str, body: Any, ctx: WriteContext | None = None
+    ) -> tuple[Stored, bool]:
+        """`kubectl apply --server-side` (application/apply-patch+yaml): creates the object, or
+        merges the applied configuration into it. A simplification of server-side apply: no
+        managedFields, so no conflicts between managers, and a field dropped from the applied
+        configuration is kept rather than removed (plain `kubectl apply` removes it)."""
+        if not isinstance(body, dict):
+            raise errors.bad_request(f"Object '{rt.kind}' is not a JSON object")
+        if not body.get("apiVersion") or not body.get("kind"):
+            raise errors.bad_request("apiVersion and kind must be set in an applied configuration")
+        raw_meta = body.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        if meta.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
+        if self.store.get(rt.group_resource, ns if rt.namespaced else "", name) is None:
+            body.setdefault("metadata", {})["name"] = name
+            return self.create(rt, ns, body, ctx), True
+        return self.patch(rt, ns, name, MERGE_PATCH, body, None, ctx), False
 
     def _apply_patch(self, rt: ResourceType | None, target: JSONObj, content_type: str, patch: Any) -> Any:
         if content_type == MERGE_PATCH:

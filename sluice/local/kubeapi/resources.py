@@ -51,6 +51,13 @@ class ResourceType:
     extra_field_selectors: tuple[str, ...] = ()
     # Kinds whose main-resource create resets status to this (e.g. pods start Pending).
     initial_status: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # Top-level fields of a built-in kind besides apiVersion/kind/metadata (strict field
+    # validation checks these; built-ins carry no schema here). Empty: not checked.
+    top_fields: tuple[str, ...] = ()
+    # A read-only view of another resource's objects (events.k8s.io/v1 events are core events).
+    view_of: tuple[str, str] | None = None
+    # A CRD version's additionalPrinterColumns (what `kubectl get` shows, see tables.py).
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -58,7 +65,8 @@ class ResourceType:
 
     @property
     def group_resource(self) -> tuple[str, str]:
-        return (self.group, self.plural)
+        """Where the objects are stored (a view reads another resource's storage)."""
+        return self.view_of or (self.group, self.plural)
 
     @property
     def list_kind(self) -> str:
@@ -73,10 +81,25 @@ def _core(plural: str, kind: str, **kw: Any) -> ResourceType:
     return ResourceType("", "v1", plural, kind, singular=kind.lower(), **kw)
 
 
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
+
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "namespaces",
         "Namespace",
+        top_fields=("spec", "status"),
         namespaced=False,
         short_names=("ns",),
         has_status=True,
@@ -86,6 +109,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "pods",
         "Pod",
+        top_fields=("spec", "status"),
         short_names=("po",),
         has_status=True,
         categories=("all",),
@@ -103,6 +127,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core(
         "services",
         "Service",
+        top_fields=("spec", "status"),
         short_names=("svc",),
         has_status=True,
         allow_create_on_update=True,
@@ -110,34 +135,49 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         categories=("all",),
         initial_status={"loadBalancer": {}},
     ),
-    _core("endpoints", "Endpoints", short_names=("ep",), allow_create_on_update=True),
-    _core("configmaps", "ConfigMap", short_names=("cm",)),
-    _core("secrets", "Secret", extra_field_selectors=("type",)),
+    _core("endpoints", "Endpoints", short_names=("ep",), allow_create_on_update=True, top_fields=("subsets",)),
+    _core("configmaps", "ConfigMap", short_names=("cm",), top_fields=("data", "binaryData", "immutable")),
+    _core(
+        "secrets",
+        "Secret",
+        extra_field_selectors=("type",),
+        top_fields=("data", "stringData", "type", "immutable"),
+    ),
     _core(
         "events",
         "Event",
         short_names=("ev",),
         allow_create_on_update=True,
-        extra_field_selectors=(
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
+        top_fields=(
+            "involvedObject",
             "reason",
-            "reportingComponent",
+            "message",
             "source",
+            "firstTimestamp",
+            "lastTimestamp",
+            "count",
             "type",
+            "eventTime",
+            "series",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
         ),
+        extra_field_selectors=_EVENT_FIELDS,
     ),
-    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _core(
+        "serviceaccounts",
+        "ServiceAccount",
+        short_names=("sa",),
+        top_fields=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    ),
     ResourceType(
         "apps",
         "v1",
         "deployments",
         "Deployment",
+        top_fields=("spec", "status"),
         singular="deployment",
         short_names=("deploy",),
         categories=("all",),
@@ -151,6 +191,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "v1",
         "replicasets",
         "ReplicaSet",
+        top_fields=("spec", "status"),
         singular="replicaset",
         short_names=("rs",),
         categories=("all",),
@@ -165,9 +206,27 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         "endpointslices",
         "EndpointSlice",
         singular="endpointslice",
+        top_fields=("addressType", "endpoints", "ports"),
         allow_create_on_update=True,
     ),
-    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", singular="lease", allow_create_on_update=True),
+    ResourceType(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "Lease",
+        singular="lease",
+        allow_create_on_update=True,
+        top_fields=("spec",),
+    ),
+    ResourceType(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        singular="event",
+        view_of=("", "events"),
+        extra_field_selectors=_EVENT_FIELDS,
+    ),
 )
 
 

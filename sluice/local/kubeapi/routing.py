@@ -60,6 +60,9 @@ def parse_path(path: str, registry: Registry) -> Target | Discovery:
     sub = rest[2] if len(rest) > 2 else None
     if rt.namespaced and namespace is None and name is not None:
         raise errors.page_not_found()
-    if sub is not None and not ((sub == "status" and rt.has_status) or (sub == "scale" and rt.scale is not None)):
+    is_log = sub == "log" and rt.group == "" and rt.plural == "pods"
+    if sub is not None and not (
+        (sub == "status" and rt.has_status) or (sub == "scale" and rt.scale is not None) or is_log
+    ):
         raise errors.page_not_found()
     return Target(rt, namespace, name, sub, legacy_watch)

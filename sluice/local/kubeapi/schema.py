@@ -85,6 +85,36 @@ def prune(obj: Any, schema: Schema, root: bool = True) -> None:
                 prune(item, items, root=False)
 
 
+def unknown_fields(obj: Any, schema: Schema, path: str = "", root: bool = True) -> list[str]:
+    """The paths pruning would drop, in document order: what `fieldValidation=Strict` reports
+    (`spec.template.spec.containers[0].containerConcurency`), the way the real server's
+    strict decoder names them."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        embedded = root or bool(schema.get("x-kubernetes-embedded-resource"))
+        if embedded:
+            meta = obj.get("metadata")
+            if isinstance(meta, dict):
+                out += [_join(_join(path, "metadata"), k) for k in meta if k not in OBJECT_META_FIELDS]
+        props: dict[str, Schema] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, value in obj.items():
+            if embedded and key in _ROOT_KEEP:
+                continue
+            if key in props:
+                out += unknown_fields(value, props[key], _join(path, key), root=False)
+            elif isinstance(additional, dict):
+                out += unknown_fields(value, additional, _join(path, key), root=False)
+            elif not (additional is True or _preserves(schema)):
+                out.append(_join(path, key))
+    elif isinstance(obj, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for i, item in enumerate(obj):
+                out += unknown_fields(item, items, f"{path}[{i}]", root=False)
+    return out
+
+
 # ---------------------------------------------------------------- defaulting
 
 

@@ -18,12 +18,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, errors
+from . import discovery, errors, logs, openapi, views
 from .errors import APIError
+from .fields import WriteContext
 from .ops import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, Operations
 from .resources import ResourceType
 from .routing import Discovery, Target, parse_path
 from .store import Stored, Watcher, dumps
+from .tables import table, table_version
 
 log = logging.getLogger("sluice.kubeapi")
 
@@ -34,9 +36,13 @@ DEFAULT_WATCH_TIMEOUT = 1800.0  # the real server picks 30-60 min when the clien
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Response:
+def _json_response(body: bytes | dict[str, Any], status: int = 200, ctx: WriteContext | None = None) -> web.Response:
     data = body if isinstance(body, bytes) else dumps(body)
-    return web.Response(body=data, status=status, content_type="application/json")
+    resp = web.Response(body=data, status=status, content_type="application/json")
+    for w in ctx.warnings if ctx is not None else ():
+        # RFC 7234 warn-code 299 with agent "-", as the real server sends warnings.
+        resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return resp
 
 
 def status_response(err: APIError) -> web.Response:
@@ -48,7 +54,7 @@ def render(rt: ResourceType, s: Stored) -> bytes:
     # strategy None) differs only in apiVersion.
     if s.obj.get("apiVersion") == rt.api_version:
         return s.raw
-    return dumps({**s.obj, "apiVersion": rt.api_version})
+    return dumps(served(rt, s))
 
 
 def _bool(q: str | None) -> bool:
@@ -65,11 +71,27 @@ def _int(request: web.Request, name: str) -> int | None:
         raise errors.bad_request(f'invalid value for {name}: "{raw}"') from None
 
 
+def served(rt: ResourceType, s: Stored) -> dict[str, Any]:
+    if s.obj.get("apiVersion") == rt.api_version:
+        return s.obj
+    if rt.view_of is not None:
+        return views.convert(rt, s.obj)
+    return {**s.obj, "apiVersion": rt.api_version}
+
+
 class KubeAPIApp:
     def __init__(
-        self, ops: Operations, token: str, *, bookmark_interval: float = 60.0, server_address: str = ""
+        self,
+        ops: Operations,
+        token: str,
+        *,
+        bookmark_interval: float = 60.0,
+        server_address: str = "",
+        pod_logs: Callable[[], logs.PodLogSource | None] = lambda: None,
     ) -> None:
         self.ops = ops
+        self.pod_logs = pod_logs
+        self.openapi = openapi.OpenAPI(ops.registry)
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.server_address = server_address
@@ -85,6 +107,8 @@ class KubeAPIApp:
         app.router.add_route("*", "/api/{tail:.*}", self._dispatch)
         app.router.add_route("*", "/apis", self._dispatch)
         app.router.add_route("*", "/apis/{tail:.*}", self._dispatch)
+        app.router.add_route("GET", "/openapi/v3", self._openapi_v3)
+        app.router.add_route("GET", "/openapi/v3/{tail:.*}", self._openapi_v3)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -130,6 +154,19 @@ class KubeAPIApp:
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         raise errors.page_not_found()
+
+    async def _openapi_v3(self, request: web.Request) -> web.StreamResponse:
+        path = request.path[len("/openapi/v3") :].strip("/")
+        if not path:
+            return _json_response(self.openapi.v3_index())
+        doc = self.openapi.v3_document(path)
+        if doc is None:
+            raise errors.page_not_found()
+        resp = _json_response(doc)
+        # The index hands out hashed URLs: a document fetched by one may be cached for good.
+        if request.query.get("hash"):
+            resp.headers["Cache-Control"] = "public, immutable"
+        return resp
 
     # ------------------------------------------------------------ bodies
 
@@ -197,33 +234,53 @@ class KubeAPIApp:
             return self._discovery(target)
         method = request.method
         rt, ns, name, sub = target.rt, target.namespace or "", target.name, target.subresource
+        if rt.view_of is not None and method != "GET":
+            raise errors.method_not_allowed(f"{rt.group}/{rt.version} {rt.plural} is read-only here; write core/v1")
         if name is None:
             if method == "GET":
                 if target.legacy_watch or _bool(request.query.get("watch")):
                     return await self._watch(request, target)
                 return self._list(request, target)
             if method == "POST" and (target.namespace is not None or not rt.namespaced):
-                s = self.ops.create(rt, ns, await self._write_body(request))
-                return _json_response(render(rt, s), 201)
+                ctx = WriteContext.parse(request.query.get("fieldValidation"))
+                s = self.ops.create(rt, ns, await self._write_body(request), ctx)
+                return _json_response(render(rt, s), 201, ctx)
             if method == "DELETE" and (target.namespace is not None or not rt.namespaced):
                 return await self._delete_collection(request, target)
             raise errors.method_not_allowed()
         if sub == "scale":
             return await self._scale(request, rt, ns, name)
+        if sub == "log":
+            if method != "GET":
+                raise errors.method_not_allowed()
+            return await self._log(request, rt, ns, name)
         if method == "GET" and target.legacy_watch:
             return await self._watch(request, target)
         if method == "GET":
-            return _json_response(render(rt, self.ops.get(rt, ns, name)))
+            s = self.ops.get(rt, ns, name)
+            tv = table_version(request.headers.get("Accept", ""))
+            if tv is not None:
+                meta = {"resourceVersion": str(s.rv)}
+                return _json_response(
+                    table(rt, [served(rt, s)], tv, meta, request.query.get("includeObject", "PartialObjectMetadata"))
+                )
+            return _json_response(render(rt, s))
         if method == "PUT":
-            s, created = self.ops.update(rt, ns, name, await self._write_body(request), sub)
-            return _json_response(render(rt, s), 201 if created else 200)
+            ctx = WriteContext.parse(request.query.get("fieldValidation"))
+            s, created = self.ops.update(rt, ns, name, await self._write_body(request), sub, ctx)
+            return _json_response(render(rt, s), 201 if created else 200, ctx)
+        if method == "PATCH" and request.content_type == APPLY_PATCH and sub is None:
+            ctx = WriteContext.parse(request.query.get("fieldValidation"))
+            s, created = self.ops.server_side_apply(rt, ns, name, await self._decode(request), ctx)
+            return _json_response(render(rt, s), 201 if created else 200, ctx)
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in (MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH):
-                accepted = [JSON_PATCH, MERGE_PATCH] + ([STRATEGIC_PATCH] if rt.strategic_merge else [])
+                accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH] + ([STRATEGIC_PATCH] if rt.strategic_merge else [])
                 raise errors.unsupported_media_type(ctype, accepted)
-            s = self.ops.patch(rt, ns, name, ctype, await self._decode(request, allow_yaml=False), sub)
-            return _json_response(render(rt, s))
+            ctx = WriteContext.parse(request.query.get("fieldValidation"))
+            s = self.ops.patch(rt, ns, name, ctype, await self._decode(request, allow_yaml=False), sub, ctx)
+            return _json_response(render(rt, s), 200, ctx)
         if method == "DELETE" and sub is None:
             s = self.ops.delete(rt, ns, name, await self._delete_options(request))
             return _json_response(render(rt, s))
@@ -276,6 +333,10 @@ class KubeAPIApp:
             meta["continue"] = res.continue_token
         if res.remaining is not None:
             meta["remainingItemCount"] = res.remaining
+        tv = table_version(request.headers.get("Accept", ""))
+        if tv is not None:
+            include = q.get("includeObject", "PartialObjectMetadata")
+            return _json_response(table(rt, [served(rt, s) for s in res.items], tv, meta, include))
         head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
         body = b"".join((head[:-1], b',"items":[', b",".join(render(rt, s) for s in res.items), b"]}"))
         return _json_response(body)
@@ -331,6 +392,15 @@ class KubeAPIApp:
             await resp.write_eof()
             return resp
         assert watcher is not None
+        tv = table_version(request.headers.get("Accept", ""))
+        include = q.get("includeObject", "PartialObjectMetadata")
+
+        def line(kind: str, s: Stored) -> bytes:
+            if tv is None:
+                return self._event_line(rt, kind, s)
+            obj = table(rt, [served(rt, s)], tv, {"resourceVersion": str(s.rv)}, include)
+            return b'{"type":"' + kind.encode() + b'","object":' + dumps(obj) + b"}\n"
+
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None and timeout > 0 else DEFAULT_WATCH_TIMEOUT)
@@ -340,7 +410,7 @@ class KubeAPIApp:
             while not watcher.queue.empty():
                 item = watcher.queue.get_nowait()
                 if item is not None:
-                    initial.append(self._event_line(rt, item[0], item[1]))
+                    initial.append(line(item[0], item[1]))
             initial.append(self._bookmark(rt, initial_end=True))
             await resp.write(b"".join(initial))
         closing = asyncio.ensure_future(self._closing.wait())
@@ -365,14 +435,14 @@ class KubeAPIApp:
                 item = getter.result()
                 if item is None:
                     break
-                lines = [self._event_line(rt, item[0], item[1])]
+                lines = [line(item[0], item[1])]
                 ended = False
                 while not watcher.queue.empty():
                     more = watcher.queue.get_nowait()
                     if more is None:
                         ended = True
                         break
-                    lines.append(self._event_line(rt, more[0], more[1]))
+                    lines.append(line(more[0], more[1]))
                 await resp.write(b"".join(lines))
                 if ended:
                     break
@@ -382,6 +452,50 @@ class KubeAPIApp:
             closing.cancel()
             self.ops.store.unwatch(watcher)
         try:
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return resp
+
+    # ------------------------------------------------------------ pod logs
+
+    async def _log(self, request: web.Request, rt: ResourceType, ns: str, name: str) -> web.StreamResponse:
+        pod = self.ops.get(rt, ns, name).obj
+        q = request.query
+        container = logs.choose_container(pod, q.get("container", ""))
+        previous = _bool(q.get("previous"))
+        tail, limit = _int(request, "tailLines"), _int(request, "limitBytes")
+        source = self.pod_logs()
+        path = source.log_path(ns, name, container, previous) if source is not None else None
+        if path is None or not path.exists():
+            if previous:
+                raise errors.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            raise errors.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: {logs.waiting_reason(pod, container)}'
+            )
+        data, offset, inode = logs.read_initial(path, tail, limit)
+        if not _bool(q.get("follow")) or previous:
+            return web.Response(body=data, content_type="text/plain")
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if data:
+            await resp.write(data)
+        store, uid = self.ops.store, pod["metadata"].get("uid")
+
+        def alive() -> bool:
+            current = store.get(rt.group_resource, ns, name)
+            return (
+                not self._closing.is_set()
+                and current is not None
+                and current.meta.get("uid") == uid
+                and request.transport is not None
+                and not request.transport.is_closing()
+            )
+
+        budget = None if limit is None else max(0, limit - len(data))
+        try:
+            await logs.follow(path, offset, inode, resp.write, alive, budget)
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass

@@ -107,6 +107,11 @@ def validate_object(rt: ResourceType, obj: JSONObj) -> None:
         schemas.apply_defaults(obj, rt.schema)
         causes += schemas.validate(obj, rt.schema)
     else:
+        if rt.top_fields:
+            # Decoding into the Go type drops what it does not know (reported by fields.py first).
+            known = {"apiVersion", "kind", "metadata", *rt.top_fields}
+            for key in [k for k in obj if k not in known]:
+                del obj[key]
         causes += _builtin_causes(rt, obj)
     if causes:
         raise invalid(rt.kind, rt.group, str(meta.get("name") or meta.get("generateName") or ""), causes)
