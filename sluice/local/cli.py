@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write a PNG plot of requests, concurrency and pods over time")
     report.add_argument("-o", "--output", type=Path, default=Path("sluice-report.png"))
+    report.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        metavar="TIME=LABEL",
+        help="label the phase that starts at TIME (Unix time, or seconds since the first sample); repeatable. "
+        "Without it phases are derived: idle / scale from zero / traffic / cool down",
+    )
 
     sub.add_parser("down", help="stop everything `up` started")
     add_command_parsers(sub)
@@ -323,8 +331,19 @@ def _fresh_snapshot(state: StateDir) -> dict[str, Any]:
 def _report(args: argparse.Namespace, state: StateDir) -> int:
     from .report import ReportError, write_report
 
+    phases = None
+    if args.phase:
+        phases = []
+        for item in args.phase:
+            when, sep, label = item.partition("=")
+            try:
+                phases.append((float(when), label.strip()))
+            except ValueError:
+                sep = ""
+            if not sep or not label.strip():
+                return _err(f"--phase {item!r}: expected TIME=LABEL")
     try:
-        n = write_report(state.samples_file, args.output)
+        n = write_report(state.samples_file, args.output, phases)
     except ReportError as exc:
         return _err(str(exc))
     print(f"wrote {args.output} ({n} samples)")
