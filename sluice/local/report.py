@@ -223,7 +223,8 @@ def _failures(h: History) -> list[tuple[str, float, float, str]]:
     for svc in h.services.values():
         spans = _spans(svc.t, [r == "False" for r in svc.ready])
         ever_ready = "True" in svc.ready
-        why = ": ".join(x for x in (svc.reason, svc.message[:140]) if x)
+        first_line = " ".join(svc.message.split("\n", 2)[:2])  # a crash message repeats the app's output
+        why = ": ".join(x for x in (svc.reason, first_line[:110]) if x)
         for start, end in spans:
             what = "failed" if ever_ready else "never became ready"
             out.append((svc.key, start, end, f"{svc.key} {what}" + (f": {why}" if why else "")))
@@ -263,18 +264,25 @@ def build_figure(h: History, phases: list[tuple[float, str]] | None = None) -> A
     )
     t_max = max(h.end - h.start, 1.0)
 
+    n_revs = len(h.revisions)
     for i, rev in enumerate(h.revisions.values()):
         colour = _rgb(i)
-        ax_rps.plot(rev.t, rev.rps, color=colour, lw=1.8, label=f"{rev.label}: requests/s at its pods")
-        per_pod = [c / p if p > 0 else NAN for c, p in zip(rev.concurrency, rev.ready_pods, strict=True)]
-        ax_conc.plot(rev.t, per_pod, color=colour, lw=1.8, label=f"{rev.name}: concurrency per ready pod")
+        served = any(rev.rps) or any(rev.concurrency)
+        if served:  # a revision that never served adds nothing but legend entries here
+            ax_rps.plot(rev.t, rev.rps, color=colour, lw=1.8, label=f"{rev.label}: requests/s at its pods")
+            per_pod = [c / p if p > 0 else NAN for c, p in zip(rev.concurrency, rev.ready_pods, strict=True)]
+            ax_conc.plot(rev.t, per_pod, color=colour, lw=1.8, label=f"{rev.name}: concurrency per ready pod")
         target = _target_per_pod(rev)
-        if target is not None:
+        if target is not None and served:
             ax_conc.axhline(target[0], color=colour, ls=":", lw=1.5, label=target[1])
-        ax_pods.step(rev.t, rev.desired, where="post", color=colour, lw=8, alpha=0.3, label=f"{rev.name} desired")
-        ax_pods.step(rev.t, rev.ready_pods, where="post", color=colour, lw=1.6, label=f"{rev.name} ready")
+        # Revisions with equal pod counts would draw on top of each other: a small offset each.
+        off = 0.06 * (i - (n_revs - 1) / 2) if n_revs > 1 else 0.0
+        desired = [d + off for d in rev.desired]
+        ready = [r + off for r in rev.ready_pods]
+        ax_pods.step(rev.t, desired, where="post", color=colour, lw=8, alpha=0.3, label=f"{rev.name} desired")
+        ax_pods.step(rev.t, ready, where="post", color=colour, lw=1.6, label=f"{rev.name} ready")
     for svc in h.services.values():
-        if len([r for r in h.revisions.values() if r.service == svc.key]) > 1 or len(h.services) > 1:
+        if any(svc.rps) and (len([r for r in h.revisions.values() if r.service == svc.key]) > 1 or len(h.services) > 1):
             ax_rps.plot(svc.t, svc.rps, color="0.35", ls="--", lw=1, label=f"{svc.key}: all requests (ingress)")
 
     # Marks on every panel; each legend entry once (on the top panel).
@@ -288,20 +296,20 @@ def build_figure(h: History, phases: list[tuple[float, str]] | None = None) -> A
             label = "scale from zero (no pod yet)" if ax is ax_rps and j == 0 else None
             ax.axvspan(a, b, color=COLD_COLOUR, alpha=0.15, lw=0, label=label)
         ax_pods.annotate(
-            f"scale from zero\n{rname}: ~{b - a:.0f} s to a ready pod\n(samples 1 s apart)",
+            f"scale from zero: {rname}\n~{b - a:.0f} s to a ready pod (samples 1 s apart)",
             xy=(b, 1),
-            xytext=(b + t_max * 0.02, 1.6),
+            xytext=(12, 28),
+            textcoords="offset points",
             fontsize=8,
             color=COLD_COLOUR,
             arrowprops={"arrowstyle": "->", "color": COLD_COLOUR},
         )
-    for _svc, a, b, text in _failures(h):
-        for ax in axes:
-            ax.axvspan(a, b, facecolor="none", edgecolor=PANIC_COLOUR, hatch="//", lw=0)
+    for k, (_svc, a, b, text) in enumerate(_failures(h)):
+        ax_pods.axvspan(a, b, ymin=0.93 - 0.09 * k, ymax=1.0 - 0.09 * k, color=PANIC_COLOUR, alpha=0.35, lw=0)
         ax_pods.text(
-            (a + b) / 2, 0.5, text, transform=ax_pods.get_xaxis_transform(), ha="center", va="center",
-            color=PANIC_COLOUR, fontsize=10, fontweight="bold", wrap=True,
-            bbox={"facecolor": "white", "edgecolor": PANIC_COLOUR, "alpha": 0.9},
+            a + t_max * 0.005, 0.965 - 0.09 * k, text, transform=ax_pods.get_xaxis_transform(), ha="left",
+            va="center", color="white", fontsize=8, fontweight="bold", clip_on=True,
+            bbox={"facecolor": PANIC_COLOUR, "edgecolor": "none", "pad": 1.5},
         )  # fmt: skip
 
     row_ends = [-math.inf] * 3  # where the last label of each row ends, in seconds
@@ -319,9 +327,10 @@ def build_figure(h: History, phases: list[tuple[float, str]] | None = None) -> A
 
     ax_rps.set_ylabel("requests/s")
     ax_conc.set_ylabel("concurrency per ready pod")
-    ax_pods.set_ylabel("pods")
+    ax_pods.set_ylabel("pods" + (" (revisions offset ±0.06)" if n_revs > 1 else ""))
     ax_pods.yaxis.get_major_locator().set_params(integer=True)
-    ax_pods.set_ylim(bottom=-0.2)
+    top = max((v for r in h.revisions.values() for v in r.ready_pods + r.desired if not math.isnan(v)), default=1.0)
+    ax_pods.set_ylim(-0.3, max(top, 1.0) * 1.25 + 0.5)  # room for the failure bands at the top
     ax_pods.set_xlabel("seconds since the first sample")
     ax_pods.set_xlim(0, t_max)
     for ax in axes:
