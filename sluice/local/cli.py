@@ -199,7 +199,9 @@ def _banner(opts: Any, names: list[str]) -> None:
     kubeconfig = opts.state.kubeconfig
     print(f"sluice local is up: ingress {url} (state in {opts.state.root}); Ctrl-C stops everything", flush=True)
     print(f"  kubectl: export KUBECONFIG={kubeconfig}    (context {CONTEXT!r})", flush=True)
-    if refresh_if_merged(kubeconfig):
+    # Only the default instance refreshes a merged context (a demo's or a test's own --home must not
+    # repoint the user's kubectl at a throw-away instance).
+    if opts.state.root == default_home() and refresh_if_merged(kubeconfig):
         print(f"           or kubectl --context {CONTEXT} ... ({user_kubeconfig()} refreshed)", flush=True)
     else:
         print("           or `sluice local kubeconfig --merge`, then kubectl --context sluice-local ...", flush=True)
@@ -306,7 +308,7 @@ def _status(args: argparse.Namespace, state: StateDir) -> int:
         return 0
     try:
         while state.live_supervisor() is not None:
-            snap = state.read_json(state.status_file) or {"services": []}
+            snap = _fresh_snapshot(state)
             text = json.dumps(snap) if args.json else render_status(snap)
             sys.stdout.write(("\x1b[H\x1b[2J" if sys.stdout.isatty() and not args.json else "") + text + "\n")
             sys.stdout.flush()

@@ -64,16 +64,6 @@ def _curl(command: str) -> tuple[int, str]:
     return _get(words[-1], host)
 
 
-def _wait(what: str, predicate: Any, timeout: float, local: Local) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; {json.dumps(local.snapshot())[:3000]}")
-
-
 def _app(tmp_path: Path, name: str, **kw: Any) -> dict[str, Any]:
     app = tmp_path / "app.py"
     app.write_text(APP)
@@ -97,7 +87,7 @@ def test_status_right_after_apply_and_printed_urls_work(local: Local, tmp_path: 
     # At once: the Service is listed, never "no services".
     first = cli(local.home, "status")
     assert name in first.stdout and "no services" not in first.stdout, first.stdout
-    _wait("ready", lambda: (local.service(name) or {}).get("ready") == "True" and local.ready_pods(name), 60, local)
+    local.wait_for("ready", lambda: (local.service(name) or {}).get("ready") == "True" and local.ready_pods(name), 60)
     out = cli(local.home, "status").stdout
     assert "/-1" not in out
     url = f"http://{name}.default.127.0.0.1.sslip.io:{local.port}"
@@ -114,15 +104,15 @@ def test_status_right_after_apply_and_printed_urls_work(local: Local, tmp_path: 
 def test_queue_depth_is_live(local: Local, tmp_path: Path) -> None:
     name = "ux-queue"
     local.apply(_app(tmp_path, name))
-    _wait("ready", lambda: local.ready_pods(name) >= 1, 60, local)
+    local.wait_for("ready", lambda: local.ready_pods(name) >= 1, 60)
     url = f"{local.url}/{name}/sleep"
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(_get, url) for _ in range(8)]
         # Eight 2 s requests at the pod: the Stat of the last second shows them.
-        _wait("queue depth under load", lambda: _revision(local, name).get("queue_depth", 0) >= 4, 10, local)
+        local.wait_for("queue depth under load", lambda: _revision(local, name).get("queue_depth", 0) >= 4, 10)
         assert all(f.result()[0] == 200 for f in futures)
     # Load over: within a reporting period or two the depth is 0 again (the old gauge stayed at 8).
-    _wait("queue depth back to 0", lambda: _revision(local, name).get("queue_depth") == 0, 6, local)
+    local.wait_for("queue depth back to 0", lambda: _revision(local, name).get("queue_depth") == 0, 6)
     done = cli(local.home, "status", "--json")
     rev = next(s for s in json.loads(done.stdout)["services"] if s["name"] == name)["revisions"][0]
     assert rev["queue_depth"] == 0 and rev["concurrency"] == 0
@@ -132,19 +122,16 @@ def test_queue_depth_is_live(local: Local, tmp_path: Path) -> None:
 def test_tags_by_path_and_kn_views(local: Local, tmp_path: Path) -> None:
     name = "ux-tags"
     local.apply(_app(tmp_path, name, revision=f"{name}-one"))
-    _wait("first revision ready", lambda: (local.service(name) or {}).get("latest_ready") == f"{name}-one", 60, local)
+    local.wait_for("first revision ready", lambda: (local.service(name) or {}).get("latest_ready") == f"{name}-one", 60)
     traffic = [
         {"revisionName": f"{name}-one", "percent": 50, "tag": "v1"},
         {"latestRevision": True, "percent": 50, "tag": "v2"},
     ]
     local.apply(_app(tmp_path, name, revision=f"{name}-two", env={"X": "2"}, traffic=traffic))
-    _wait(
-        "split",
-        lambda: len([t for t in (local.service(name) or {}).get("traffic", []) if t.get("tag")]) == 2,
-        60,
-        local,
+    local.wait_for(
+        "split", lambda: len([t for t in (local.service(name) or {}).get("traffic", []) if t.get("tag")]) == 2, 60
     )
-    _wait("pods", lambda: all(r["ready_pods"] for r in (local.service(name) or {})["revisions"]), 60, local)
+    local.wait_for("pods", lambda: all(r["ready_pods"] for r in (local.service(name) or {})["revisions"]), 60)
 
     # Path prefix `/<tag>-<route>/` reaches that tag's revision, as its Host does.
     for tag, rev in (("v1", f"{name}-one"), ("v2", f"{name}-two")):
@@ -177,7 +164,7 @@ def test_tags_by_path_and_kn_views(local: Local, tmp_path: Path) -> None:
 def test_logs(local: Local, tmp_path: Path) -> None:
     name = "ux-logs"
     local.apply(_app(tmp_path, name))
-    _wait("ready", lambda: local.ready_pods(name) >= 1, 60, local)
+    local.wait_for("ready", lambda: local.ready_pods(name) >= 1, 60)
     pod = local.pods(name)[0]["name"]
     assert _get(f"{local.url}/{name}/first")[0] == 200
     out = cli(local.home, "logs", name).stdout.splitlines()
@@ -292,7 +279,7 @@ def test_second_up_applies_and_names_ignored_options(local: Local, tmp_path: Pat
     assert f"already running on http://127.0.0.1:{local.port} (pid {local.proc.pid})" in out, out
     assert f"applied {path}" in out
     assert "--port 1, --domain example.com ignored" in out and "sluice local down" in out
-    _wait("applied", lambda: local.service(name), 20, local)
+    local.wait_for("applied", lambda: local.service(name), 20)
     # The same options as the running instance are not "ignored".
     again = cli(local.home, "up", "--port", str(local.port))
     assert again.returncode == 0 and "ignored" not in again.stdout, again.stdout

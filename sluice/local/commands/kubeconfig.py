@@ -5,8 +5,9 @@ its state directory on every `up`. `--merge` copies those three entries into the
 kubeconfig the way `kind` and `minikube` do: the first file of `$KUBECONFIG` if set (kubectl
 writes there too), else `~/.kube/config`; a backup is kept on the first change, other entries
 and `current-context` are left as they are, and a second merge replaces only our entries.
-`--unmerge` removes them again. Once merged, each `up` refreshes the entries (the server port and
-token change per start), so `kubectl --context sluice-local` keeps working.
+`--unmerge` removes them again. Once merged, each `up` of the default instance (no `--home`)
+refreshes the entries (the server port and token change per start), so `kubectl --context
+sluice-local` keeps working.
 """
 
 from __future__ import annotations
