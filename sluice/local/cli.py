@@ -237,6 +237,8 @@ def _detach(args: argparse.Namespace, state: StateDir) -> int:
     while time.monotonic() < deadline:
         st = state.read_state()
         if st is not None and st.get("ready") and st.get("supervisor", {}).get("pid") == proc.pid:
+            manifests = _load(args.filename) or []
+            _wait_listed(state, {(m.namespace, m.name) for m in manifests})
             print(
                 f"sluice local is up in the background (pid {proc.pid}): ingress {st['ingress']}; "
                 f"`sluice local down` stops it"
@@ -268,7 +270,19 @@ def _apply_to(state: StateDir, manifests: Any) -> int:
 
     for line in _client_call(state, lambda kube: apply_manifests(kube, manifests)):
         print(line)
+    _wait_listed(state, {(m.namespace, m.name) for m in manifests})
     return 0
+
+
+def _wait_listed(state: StateDir, keys: set[tuple[str, str]], timeout: float = 3.0) -> None:
+    """Returns once `status.json` lists these Services (the next snapshot, within a second), so a
+    `status` or `service list` right after `apply` or `up -d` shows what was just applied."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = state.read_json(state.status_file) or {}
+        if keys <= {(s.get("namespace"), s.get("name")) for s in snap.get("services") or ()}:
+            return
+        time.sleep(0.1)
 
 
 def _apply(args: argparse.Namespace, state: StateDir) -> int:

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/sleep"):
-            time.sleep(2.0)
+            time.sleep(3.0)
         body = ("hello from " + os.environ.get("K_REVISION", "?") + "\\n").encode()
         if self.path != "/healthz":
             print("served " + self.path, file=sys.stderr, flush=True)
@@ -92,7 +92,7 @@ def test_status_right_after_apply_and_printed_urls_work(local: Local, tmp_path: 
     assert "/-1" not in out
     url = f"http://{name}.default.127.0.0.1.sslip.io:{local.port}"
     assert url in out, out  # the URL carries the ingress port
-    hint = next(line.strip() for line in out.splitlines() if line.strip().startswith("curl -H"))
+    hint = next(line.strip() for line in out.splitlines() if line.strip().startswith(f"curl -H 'Host: {name}."))
     host_form, path_form = hint.split("    or    ")
     assert host_form == f"curl -H 'Host: {name}.default.127.0.0.1.sslip.io' http://127.0.0.1:{local.port}/"
     for command in (host_form, path_form):
@@ -108,11 +108,11 @@ def test_queue_depth_is_live(local: Local, tmp_path: Path) -> None:
     url = f"{local.url}/{name}/sleep"
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(_get, url) for _ in range(8)]
-        # Eight 2 s requests at the pod: the Stat of the last second shows them.
-        local.wait_for("queue depth under load", lambda: _revision(local, name).get("queue_depth", 0) >= 4, 10)
+        # Eight 3 s requests at the pod: the Stat of the last second shows them.
+        local.wait_for("queue depth under load", lambda: _revision(local, name).get("queue_depth", 0) >= 4, 20)
         assert all(f.result()[0] == 200 for f in futures)
     # Load over: within a reporting period or two the depth is 0 again (the old gauge stayed at 8).
-    local.wait_for("queue depth back to 0", lambda: _revision(local, name).get("queue_depth") == 0, 6)
+    local.wait_for("queue depth back to 0", lambda: _revision(local, name).get("queue_depth") == 0, 15)
     done = cli(local.home, "status", "--json")
     rev = next(s for s in json.loads(done.stdout)["services"] if s["name"] == name)["revisions"][0]
     assert rev["queue_depth"] == 0 and rev["concurrency"] == 0
@@ -283,3 +283,19 @@ def test_second_up_applies_and_names_ignored_options(local: Local, tmp_path: Pat
     # The same options as the running instance are not "ignored".
     again = cli(local.home, "up", "--port", str(local.port))
     assert again.returncode == 0 and "ignored" not in again.stdout, again.stdout
+
+
+@pytest.mark.timeout(60)
+def test_new_commands_without_an_instance(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    helped = subprocess.run(
+        [sys.executable, "-m", "sluice.local.cli", "local", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    for command in ("kubeconfig", "logs", "service", "revision"):
+        assert command in helped.stdout
+    printed = cli(home, "kubeconfig")
+    assert printed.returncode == 0 and printed.stdout.strip() == str(home / "kubeconfig")
+    assert "not running" in printed.stderr
+    for args in (("kubeconfig", "--merge"), ("logs", "x"), ("service", "list"), ("revision", "list")):
+        done = cli(home, *args)
+        assert done.returncode == 1 and "not running" in done.stderr, (args, done.stderr)
