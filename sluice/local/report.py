@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import struct
 import time
 import zlib
@@ -223,7 +224,9 @@ def _failures(h: History) -> list[tuple[str, float, float, str]]:
     for svc in h.services.values():
         spans = _spans(svc.t, [r == "False" for r in svc.ready])
         ever_ready = "True" in svc.ready
-        first_line = " ".join(svc.message.split("\n", 2)[:2])  # a crash message repeats the app's output
+        # A crash message repeats the app's output; Knative's wrapper adds nothing at a glance.
+        first_line = " ".join(svc.message.split("\n", 2)[:2])
+        first_line = re.sub(r"^Revision \S+ failed with message: ", "", first_line)
         why = ": ".join(x for x in (svc.reason, first_line[:110]) if x)
         for start, end in spans:
             what = "failed" if ever_ready else "never became ready"

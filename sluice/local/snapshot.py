@@ -144,7 +144,7 @@ def _image(rev: dict[str, Any]) -> str:
 
 def _conditions(obj: dict[str, Any]) -> list[dict[str, str]]:
     return [
-        {k: str(cond.get(k, "")) for k in ("type", "status", "reason", "message")}
+        {k: str(cond.get(k, "")) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
         for cond in (obj.get("status") or {}).get("conditions") or ()
         if isinstance(cond, dict)
     ]

@@ -128,7 +128,7 @@ def describe_service(snap: dict[str, Any], svc: dict[str, Any]) -> str:
     for c in svc.get("conditions") or ():
         ok = {"True": "++", "False": "!!"}.get(str(c.get("status")), "??")
         reason = c.get("reason", "") + (f": {c['message']}" if c.get("message") and c.get("status") != "True" else "")
-        lines.append(f"  {ok} {c.get('type', ''):<23} {'':3} {reason}".rstrip())
+        lines.append(f"  {ok} {c.get('type', ''):<23} {age(c.get('lastTransitionTime', '')):>3} {reason}".rstrip())
     return "\n".join(lines)
 
 
