@@ -225,7 +225,7 @@ def _failures(h: History) -> list[tuple[str, float, float, str]]:
         spans = _spans(svc.t, [r == "False" for r in svc.ready])
         ever_ready = "True" in svc.ready
         # A crash message repeats the app's output; Knative's wrapper adds nothing at a glance.
-        first_line = " ".join(svc.message.split("\n", 2)[:2])
+        first_line = svc.message.split("\n", 1)[0]
         first_line = re.sub(r"^Revision \S+ failed with message: ", "", first_line)
         why = ": ".join(x for x in (svc.reason, first_line[:110]) if x)
         for start, end in spans:
