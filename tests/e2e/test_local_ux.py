@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -255,7 +256,16 @@ def test_kubeconfig_print_merge_unmerge(local: Local, tmp_path: Path) -> None:
         finally:
             await api.close()
 
-    assert isinstance(asyncio.run(services()), list)
+    local.apply(_app(tmp_path, "ux-kubectl"))
+    assert "ux-kubectl" in asyncio.run(services())
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:  # and kubectl itself, as a user types it
+        got = subprocess.run(
+            [kubectl, "--context", "sluice-local", "get", "ksvc", "-o", "name"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert got.returncode == 0, got.stderr
+        assert set(asyncio.run(services())) == {line.split("/")[-1] for line in got.stdout.split()}
 
     # $KUBECONFIG's first file is the one written.
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
