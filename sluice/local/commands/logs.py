@@ -47,6 +47,7 @@ class _Source:
     path: Path
     offset: int = 0
     partial: bytes = b""
+    inode: int = 0
     live: bool = True
     seen: float = field(default_factory=time.monotonic)
 
@@ -69,7 +70,10 @@ def _container_file(pod_dir: Path, container: str) -> Path | None:
     exact = pod_dir / f"{container}.log"
     if exact.exists() or container != USER_CONTAINER:
         return exact if exact.exists() else None
-    others = sorted(p for p in pod_dir.glob("*.log") if p.name != f"{QUEUE_PROXY}.log")
+    # The kubelet keeps a restarted container's earlier output as `<name>.previous.log`.
+    others = sorted(
+        p for p in pod_dir.glob("*.log") if p.name != f"{QUEUE_PROXY}.log" and not p.name.endswith(".previous.log")
+    )
     return others[0] if others else None
 
 
@@ -123,6 +127,10 @@ class _Follower:
         for src in self.sources.values():
             try:
                 with src.path.open("rb") as f:
+                    st = os.fstat(f.fileno())
+                    if src.inode and (st.st_ino != src.inode or st.st_size < src.offset):
+                        src.offset = 0  # a restarted container writes a new file from its start
+                    src.inode = st.st_ino
                     f.seek(src.offset)
                     data = f.read()
             except OSError:
