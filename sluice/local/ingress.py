@@ -2,10 +2,11 @@
 
 One port; a request is matched to a Route by Host (`<route>.<ns>.<domain>`, `<tag>-<route>...`,
 or the cluster-local forms) or, failing that, by a path prefix (`/<route>/...` or
-`/<ns>/<route>/...`, stripped before forwarding). The Route's `status.traffic` picks a revision
-by weight, and the request goes to an address of the revision's **public** Endpoints — the
-activator while the SKS is in Proxy mode, the pods in Serve mode (CONTRACT.md §0) — with
-`Knative-Serving-Revision` / `Knative-Serving-Namespace` added, as Knative's ingresses do.
+`/<ns>/<route>/...`, and `/<tag>-<route>/...` for a tag, stripped before forwarding). The
+Route's `status.traffic` picks a revision by weight, and the request goes to an address of the
+revision's **public** Endpoints — the activator while the SKS is in Proxy mode, the pods in
+Serve mode (CONTRACT.md §0) — with `Knative-Serving-Revision` / `Knative-Serving-Namespace`
+added, as Knative's ingresses do.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class _Table:
         self.hosts: dict[str, _Target] = {}
         self.paths: dict[str, _Target] = {}
         names: dict[str, list[_Target]] = {}
+        tag_paths: dict[str, _Target] = {}
+        tag_names: dict[str, list[_Target]] = {}
         for route in caches.routes.items():
             m = meta(route)
             ns, name = m.get("namespace", "default"), m["name"]
@@ -65,13 +68,29 @@ class _Table:
             for t in traffic:
                 if t.get("tag"):
                     tag_host = f"{t['tag']}-{name}.{ns}.{domain}"
-                    self.hosts[tag_host] = _Target(ns, name, tag_host, ((t["revisionName"], 1),))
+                    tag_target = _Target(ns, name, tag_host, ((t["revisionName"], 1),))
+                    self.hosts[tag_host] = tag_target
+                    # The tag's path prefix is its host's first label, `/<tag>-<route>/`, as
+                    # `/<route>/` is the route's; a Route of that very name wins (set below).
+                    tag_paths[f"{ns}/{t['tag']}-{name}"] = tag_target
+                    tag_names.setdefault(f"{t['tag']}-{name}", []).append(tag_target)
             self.paths[f"{ns}/{name}"] = target
             names.setdefault(name, []).append(target)
+        for key, tag_target in tag_paths.items():
+            self.paths.setdefault(key, tag_target)
         for name, targets in names.items():
-            chosen = next((t for t in targets if t.namespace == "default"), targets[0] if len(targets) == 1 else None)
+            chosen = _pick(targets)
             if chosen is not None:
                 self.paths[name] = chosen
+        for name, targets in tag_names.items():
+            chosen = _pick(targets)
+            if chosen is not None:
+                self.paths.setdefault(name, chosen)
+
+
+def _pick(targets: list[_Target]) -> _Target | None:
+    """The target of a namespace-less path: the `default` namespace's, else the only one."""
+    return next((t for t in targets if t.namespace == "default"), targets[0] if len(targets) == 1 else None)
 
 
 class Ingress:
