@@ -533,7 +533,7 @@ Handler = Callable[[HttpExchange], None]
 
 class _Discard:
     """The tunnel peer of a connection that is being closed after an error response: the
-    client's remaining bytes are read and dropped (see ServerConnection._linger_close)."""
+    client's remaining bytes are read and dropped (see ServerConnection.linger_close)."""
 
     def tunnel_write(self, data: bytes) -> None:
         return None
@@ -883,7 +883,7 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             if ex.body_done:
                 self.close()
             else:
-                self._linger_close()
+                self.linger_close()
             return
         if self.pending:
             loop = asyncio.get_running_loop()
@@ -973,9 +973,9 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         status, message = self._parse_error
         self.server.bad_requests += 1
         self.write(plain_response(status, message.encode(), close=True))
-        self._linger_close()
+        self.linger_close()
 
-    def _linger_close(self) -> None:
+    def linger_close(self, delay: float = _RST_AVOIDANCE_DELAY, abort: bool = False) -> None:
         """Go's closeWriteAndWait, for a connection closed with request bytes unread (an
         error response, a body left unread): half-close, then read and discard for a moment
         before closing. Closing at once with unread bytes in our receive buffer sends a RST,
@@ -991,7 +991,8 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self._cancel_header_deadline()
         self._read_block = 0
         transport.resume_reading()
-        asyncio.get_running_loop().call_later(_RST_AVOIDANCE_DELAY, transport.close)
+        # Then closed; `abort` drops what the client never read (an abusive HTTP/2 client).
+        asyncio.get_running_loop().call_later(delay, transport.abort if abort else transport.close)
 
     def _arm_header_deadline(self) -> None:
         loop = asyncio.get_running_loop()
