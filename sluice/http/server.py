@@ -551,6 +551,47 @@ class _Discard:
 _DISCARD = _Discard()
 
 
+class _UpgradeBody:
+    """The tunnel slot while the rest of an upgrade request's Content-Length body arrives
+    (see ServerConnection._upgrade_body); then the connection waits for the upgrade."""
+
+    __slots__ = ("conn", "ex", "left")
+
+    def __init__(self, conn: ServerConnection, ex: Exchange, left: int) -> None:
+        self.conn = conn
+        self.ex = ex
+        self.left = left
+
+    def tunnel_write(self, data: bytes) -> None:
+        ex = self.ex
+        take = data[: self.left]
+        self.left -= len(take)
+        ex._on_body(take)
+        if self.left:
+            return
+        conn = self.conn
+        conn.tunnel_peer = None
+        ex.upgrade_leftover += data[len(take) :]
+        conn.block_read(_BLOCK_UPGRADE)
+        ex.body_done = True
+        sink = ex._body_sink
+        if sink is not None:
+            sink.on_request_body_end()
+
+    def tunnel_eof(self) -> None:
+        return None
+
+    def pause_producing(self) -> None:
+        producer = self.ex.producer
+        if producer is not None:
+            producer.pause_producing()
+
+    def resume_producing(self) -> None:
+        producer = self.ex.producer
+        if producer is not None:
+            producer.resume_producing()
+
+
 class ServerConnection(OutboxWriter, asyncio.Protocol):
     __slots__ = (
         "_header_bytes",
@@ -644,8 +685,11 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             ex = self.parsing or (self.pending[-1] if self.pending else self.current)
             if ex is not None:
                 ex.upgrade_leftover = bytes(data[offset:])
+                if ex.content_length and not ex.chunked_request and ex.header(b"http2-settings") is None:
+                    self._upgrade_body(ex, ex.content_length)
             # Nothing more is HTTP on this connection until the handler decides.
-            self.block_read(_BLOCK_UPGRADE)
+            if self.tunnel_peer is None:
+                self.block_read(_BLOCK_UPGRADE)
         except httptools.HttpParserError as exc:
             if (
                 self._parse_error is None
@@ -807,6 +851,21 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
                 headers.append((b"host", b"Host", authority))
             if b"host" in self.server.watch:
                 ex.watched[b"host"] = authority
+
+    def _upgrade_body(self, ex: Exchange, length: int) -> None:
+        """An upgrade request with a Content-Length body: llhttp hands the body over unparsed,
+        with the bytes after it. Go's server reads it as the request body (the reverse proxy
+        forwards it as a body, then switches protocols on a 101), so it is taken out of the
+        tunnel data here; what does not fit in this read arrives through `_UpgradeBody`."""
+        leftover = ex.upgrade_leftover
+        body, ex.upgrade_leftover = leftover[:length], leftover[length:]
+        ex.body_done = False
+        if body:
+            ex._on_body(body)
+        if len(body) < length:
+            self.tunnel_peer = _UpgradeBody(self, ex, length - len(body))
+        else:
+            ex.body_done = True
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing

@@ -31,7 +31,7 @@ import httptools
 import pytest
 
 from tests.proxy.conftest import MakeQP
-from tests.support import RawConnection, get
+from tests.support import RawConnection, Response, get, raw_upstream, read_request_head
 
 H = b"POST /bad HTTP/1.1\r\nHost: a\r\n"
 CHUNKED = H + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -243,19 +243,26 @@ async def test_pipelined_request_before_a_bad_one_is_answered_first(
     assert not rec.seen(b"/bad")
 
 
+async def _exchange(port: int, *requests: bytes) -> list[Response]:
+    """Each request in turn on one connection, with its response."""
+    conn = await RawConnection.open(port)
+    try:
+        return [await conn.request(request) for request in requests]
+    finally:
+        await conn.close()
+
+
 async def test_absolute_form_goes_upstream_in_origin_form(make_qp: MakeQP, recorder: tuple[Recorder, int]) -> None:
     """Go's server takes Host from the absolute URI (RFC 9112 §3.2.2: the Host line is
     ignored), drops userinfo, and its reverse proxy writes the origin form."""
     rec, port = recorder
     qp = await make_qp(port)
-    conn = await RawConnection.open(qp.port)
-    try:
-        resp = await conn.request(b"GET http://user:pw@example.com:81/p/q?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
-        assert resp.status == 200
-        resp = await conn.request(b"GET http://example.org?y HTTP/1.1\r\nHost: other\r\n\r\n")
-        assert resp.status == 200
-    finally:
-        await conn.close()
+    responses = await _exchange(
+        qp.port,
+        b"GET http://user:pw@example.com:81/p/q?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+        b"GET http://example.org?y HTTP/1.1\r\nHost: other\r\n\r\n",
+    )
+    assert [r.status for r in responses] == [200, 200]
     upstream = bytes(b"".join(rec.raw))
     heads = [h for h in upstream.split(b"\r\n\r\n") if h]
     assert heads[0].startswith(b"GET /p/q?x=1 HTTP/1.1\r\n"), heads[0]
@@ -269,24 +276,51 @@ async def test_options_star_is_answered_by_the_server(make_qp: MakeQP, recorder:
     """Go's serverHandler answers `OPTIONS *` itself (200, Content-Length: 0)."""
     rec, port = recorder
     qp = await make_qp(port)
-    conn = await RawConnection.open(qp.port)
-    try:
-        resp = await conn.request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert (resp.status, resp.header("Content-Length"), resp.body) == (200, "0", b"")
-        resp = await conn.request(get("/after", host="a"))  # the connection stays usable
-        assert resp.status == 200
-    finally:
-        await conn.close()
+    options, after = await _exchange(qp.port, b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", get("/after", host="a"))
+    assert (options.status, options.header("Content-Length"), options.body) == (200, "0", b"")
+    assert after.status == 200  # the connection stays usable
     assert [url for _m, url, _b in rec.completed] == [b"/after"]
 
 
 async def test_http10_without_host_is_served(make_qp: MakeQP, recorder: tuple[Recorder, int]) -> None:
     rec, port = recorder
     qp = await make_qp(port)
-    conn = await RawConnection.open(qp.port)
-    try:
-        resp = await conn.request(b"GET /old HTTP/1.0\r\n\r\n")
-        assert resp.status == 200
-    finally:
-        await conn.close()
+    (resp,) = await _exchange(qp.port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert resp.status == 200
     assert [url for _m, url, _b in rec.completed] == [b"/old"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_upgrade_request_body_is_forwarded_as_a_body(make_qp: MakeQP, split: bool) -> None:
+    """Go's server reads an upgrade request's Content-Length body as its body; the reverse
+    proxy sends it upstream before any 101. Here the app reads the body and declines."""
+    seen: list[bytes] = []
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _line, headers, _pairs = await read_request_head(reader)
+        body = await reader.readexactly(int(headers["content-length"]))
+        seen.append(body)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await reader.read()
+
+    async with raw_upstream(app) as port:
+        qp = await make_qp(port)
+        conn = await RawConnection.open(qp.port)
+        head = (
+            b"POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 10\r\n\r\n"
+        )
+        try:
+            if split:
+                await conn.send(head + b"hel")
+                await asyncio.sleep(0.05)
+                await conn.send(b"lo")
+                await asyncio.sleep(0.05)
+                await conn.send(b"world")
+            else:
+                await conn.send(head + b"helloworld")
+            responses = await conn.read_responses(1, timeout=10)
+        finally:
+            await conn.close()
+    assert [(r.status, r.body) for r in responses] == [(200, b"helloworld")]
+    assert seen == [b"helloworld"]
