@@ -81,6 +81,8 @@ MAX_HEADER_LIST_SIZE = 1 << 20  # Go's DefaultMaxHeaderBytes, as for HTTP/1.1
 PREFACE_TIMEOUT = 10.0
 # Response bytes kept per stream beyond the client's window before the producer is paused.
 _OUT_HIGH_WATER = 64 * 1024
+# h2's internal stream cap once ours is advertised (see own_stream_cap): never reached.
+_H2_NO_STREAM_CAP = 2**31 - 1
 # Reasons this connection stops reading its socket (ServerConnection.block_read bits).
 _BLOCK_SLICE = 8  # received bytes still being processed in slices (h2limits.READ_SLICE)
 _BLOCK_OUTPUT = 16  # more than READ_PAUSE_BYTES of output waits in the socket buffer
@@ -120,11 +122,11 @@ def parse_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
 _block_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
 
-def _settings() -> h2.settings.Settings:
+def _settings(max_streams: int = MAX_CONCURRENT_STREAMS) -> h2.settings.Settings:
     return h2.settings.Settings(
         client=False,
         initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
         },
@@ -137,6 +139,7 @@ def serve_prior_knowledge(sc: ServerConnection, data: bytes) -> None:
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
     conn.h2.initiate_connection()
+    conn.own_stream_cap()
     conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
     conn.flush()
     conn.tunnel_write(_from_preface(data))
@@ -147,6 +150,7 @@ def serve_alpn_h2(sc: ServerConnection) -> None:
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
     conn.h2.initiate_connection()
+    conn.own_stream_cap()
     conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
     conn.flush()
 
@@ -181,6 +185,7 @@ def serve_upgrade(sc: ServerConnection, ex: Exchange) -> bool:
     conn = H2ServerConnection(sc)
     try:
         conn.h2.initiate_upgrade_connection(settings)
+        conn.own_stream_cap()
     except (h2.exceptions.H2Error, binascii.Error, ValueError):
         return False
     sc.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
@@ -238,6 +243,14 @@ class H2ServerConnection:
         self._slice_handle: asyncio.Handle | None = None
         loop = asyncio.get_running_loop()
         self._preface_timer: asyncio.TimerHandle | None = loop.call_later(PREFACE_TIMEOUT, self._preface_timeout)
+
+    def own_stream_cap(self) -> None:
+        """Called once our SETTINGS (advertising MAX_CONCURRENT_STREAMS) are queued. h2 treats
+        a stream over that cap as a connection error (TooManyStreamsError), which would kill
+        every stream of the connection; RFC 9113 §5.1.2 makes it a stream error. So h2's own
+        copy of the cap is lifted and `_on_request` refuses the excess streams one by one
+        (REFUSED_STREAM), whether or not the client has acknowledged our SETTINGS."""
+        self.h2.local_settings = _settings(max_streams=_H2_NO_STREAM_CAP)
 
     # ---- bytes in (the ServerConnection's tunnel slot) ----------------------
 
@@ -388,9 +401,9 @@ class H2ServerConnection:
             self._reset(sid, ErrorCodes.REFUSED_STREAM)
             return True
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
-            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: h2 applies it only once
-            # the client has acknowledged our SETTINGS, which a flooder never does. Refused
-            # streams were never processed (RFC 9113 §8.7); they count against the budget.
+            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here as a stream error (see
+            # own_stream_cap). Refused streams were never processed (RFC 9113 §8.7), so the
+            # client may retry them; they count against the reset budget.
             self._reset(sid, ErrorCodes.REFUSED_STREAM)
             return self._resets.spend()
         self.last_stream_id = sid

@@ -49,6 +49,10 @@ _BLOCK_UPGRADE = 4  # an upgrade is being negotiated upstream
 # Request headers the connection itself acts on (framing, Host rules and 100-continue).
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host"})
 
+# The bytes Go's httpguts.ValidHostHeader allows in Host (reg-name, IP literals, port);
+# `translate(None, _HOST_BYTES)` leaves what is not allowed (one C call per request).
+_HOST_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!$%&'()*+,-.:;=[]_~"
+
 # Go's rstAvoidanceDelay: how long a refused connection is read (and discarded) after
 # its error response, before it is closed.
 _RST_AVOIDANCE_DELAY = 0.5
@@ -781,10 +785,14 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
                     raise _BadRequest
                 ex.chunked_request = True
             elif lname == b"host":
-                # Go's server (readRequest): "too many Host headers" is a 400.
+                # Go's server (readRequest): "too many Host headers" and a Host with a byte
+                # httpguts.ValidHostHeader refuses are 400s.
                 self._hosts += 1
                 if self._hosts > 1:
                     self._parse_error = (400, "400 Bad Request: too many Host headers")
+                    raise _BadRequest
+                if value.translate(None, _HOST_BYTES):
+                    self._parse_error = (400, "400 Bad Request: malformed Host header")
                     raise _BadRequest
             else:
                 ex.expect_continue = value.lower() == b"100-continue"

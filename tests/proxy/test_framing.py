@@ -72,6 +72,7 @@ VARIANTS: list[tuple[str, bytes, int, bool]] = [
     ("star-get", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, True),
     ("no-host", b"GET /bad HTTP/1.1\r\n\r\n", 400, True),
     ("two-hosts", b"GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, True),
+    ("host-malformed", b"GET /bad HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400, True),
     ("http-0.9", b"GET /bad HTTP/0.9\r\nHost: a\r\n\r\n", 505, True),
     # Go answers 400 to a line without a version; llhttp reports it as 0.9 (505 here).
     ("http-0.9-simple", b"GET /bad\r\n\r\n", 505, True),
