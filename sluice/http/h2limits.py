@@ -2,6 +2,8 @@
 (rapid reset), CVE-2019-9512/9515 (PING and SETTINGS floods) and the 2024 CONTINUATION
 flood (CVE-2024-27316 and relatives).
 
+The queue-proxy's and the activator's HTTP/2 servers are Go's http2.Server behind
+h2c.NewHandler (CONTRACT.md §2.3, §3.2), which has carried such limits since those CVEs.
 Each budget is a token bucket: a burst a well-behaved client never reaches, refilled at a
 steady rate. A connection that exhausts one gets GOAWAY(ENHANCE_YOUR_CALM) and is closed,
 as Go's, nginx's and Netty's servers do; other connections are not affected.

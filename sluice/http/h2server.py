@@ -602,9 +602,9 @@ class H2ServerConnection:
 
     def _enhance_your_calm(self, detail: str) -> None:
         """A client over one of its abuse budgets (h2limits): GOAWAY(ENHANCE_YOUR_CALM) with
-        the last stream we processed, then a lingering close: its frames are read and
-        dropped unparsed (closing with them unread would send a RST that destroys the
-        GOAWAY on its way), and it is cut off after _ABUSE_LINGER."""
+        the last stream we processed, then a lingering close: nothing more is read from it,
+        and it is cut off after _ABUSE_LINGER (closing at once, with its frames unread,
+        would send a RST that can destroy the GOAWAY before the client reads it)."""
         log.warning(
             "h2 connection closed: over its abuse budget",
             extra={"fields": {"reason": detail, "client": self.client_ip.decode("latin-1")}},
@@ -614,7 +614,7 @@ class H2ServerConnection:
         frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.ENHANCE_YOUR_CALM)
         self.sc.write(frame.serialize())
         self.tunnel_eof()
-        self.sc.linger_close(_ABUSE_LINGER, abort=True)
+        self.sc.linger_close(_ABUSE_LINGER, abusive=True)
 
     def _preface_timeout(self) -> None:
         self._preface_timer = None

@@ -847,7 +847,8 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             raise _BadRequest
         authority, target = parsed
         # Absolute-form: Go's server sets Request.Host from the URL (a Host line is ignored,
-        # RFC 9112 §3.2.2) and drops userinfo; the reverse proxy writes the origin form.
+        # RFC 9112 §3.2.2) and drops userinfo; the reverse proxy writes the origin form and
+        # forwards that Host unchanged (CONTRACT.md §2.6 "Host restoration").
         ex.url = target
         if authority:
             headers = ex.headers
@@ -1042,11 +1043,13 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.write(plain_response(status, message.encode(), close=True))
         self.linger_close()
 
-    def linger_close(self, delay: float = _RST_AVOIDANCE_DELAY, abort: bool = False) -> None:
+    def linger_close(self, delay: float = _RST_AVOIDANCE_DELAY, abusive: bool = False) -> None:
         """Go's closeWriteAndWait, for a connection closed with request bytes unread (an
-        error response, a body left unread): half-close, then read and discard for a moment
-        before closing. Closing at once with unread bytes in our receive buffer sends a RST,
-        which can destroy the response in the client's buffer before it reads it."""
+        error response, a body left unread): half-close, wait a moment, then close. Closing
+        at once with unread bytes in our receive buffer sends a RST, which can destroy the
+        response in the client's buffer before it reads it. Meanwhile the client's bytes are
+        read and dropped, so a client still writing its request gets to read the answer; an
+        `abusive` one (an HTTP/2 flooder) is not read at all, and is aborted at the end."""
         transport = self.transport
         if transport is None or self.closed or not transport.can_write_eof():
             self.close()
@@ -1057,9 +1060,13 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.tunnel_peer = _DISCARD  # data_received's first branch: no cost on the common path
         self._cancel_header_deadline()
         self._read_block = 0
-        transport.resume_reading()
-        # Then closed; `abort` drops what the client never read (an abusive HTTP/2 client).
-        asyncio.get_running_loop().call_later(delay, transport.abort if abort else transport.close)
+        loop = asyncio.get_running_loop()
+        if abusive:
+            transport.pause_reading()
+            loop.call_later(delay, transport.abort)
+        else:
+            transport.resume_reading()
+            loop.call_later(delay, transport.close)
 
     def _arm_header_deadline(self) -> None:
         loop = asyncio.get_running_loop()
