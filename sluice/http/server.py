@@ -598,6 +598,7 @@ class _UpgradeBody:
 
 class ServerConnection(OutboxWriter, asyncio.Protocol):
     __slots__ = (
+        "_good_host",
         "_header_bytes",
         "_header_deadline",
         "_hosts",
@@ -634,6 +635,7 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self._read_block = 0
         self._header_bytes = 0
         self._hosts = 0  # Host lines of the request being parsed
+        self._good_host = b""  # the last Host value found valid on this connection
         self._header_deadline: asyncio.TimerHandle | None = None
         self._parse_error: tuple[int, str] | None = None
 
@@ -787,13 +789,15 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             elif lname == b"host":
                 # Go's server (readRequest): "too many Host headers" and a Host with a byte
                 # httpguts.ValidHostHeader refuses are 400s.
-                self._hosts += 1
-                if self._hosts > 1:
+                if self._hosts:
                     self._parse_error = (400, "400 Bad Request: too many Host headers")
                     raise _BadRequest
-                if value.translate(None, _HOST_BYTES):
-                    self._parse_error = (400, "400 Bad Request: malformed Host header")
-                    raise _BadRequest
+                self._hosts = 1
+                if value != self._good_host:  # keep-alive requests repeat their Host
+                    if value.translate(None, _HOST_BYTES):
+                        self._parse_error = (400, "400 Bad Request: malformed Host header")
+                        raise _BadRequest
+                    self._good_host = value
             else:
                 ex.expect_continue = value.lower() == b"100-continue"
 
@@ -803,19 +807,17 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         parser = self.parser
         ex.method = parser.get_method()
         version = parser.get_http_version()
-        if version == "1.1":
-            ex.version = b"1.1"
-            if not self._hosts and ex.method != b"CONNECT":
-                # Go's server: an HTTP/1.1 request without Host is 400 (RFC 9112 §3.2).
-                self._parse_error = (400, "400 Bad Request: missing required Host header")
+        if version != "1.1":  # Exchange.version defaults to b"1.1"
+            if version != "1.0":
+                # llhttp takes `HTTP/0.9` (and a request line without a version) and `HTTP/2.0`;
+                # Go's http1ServerSupportsRequest answers 505 for every major version but 1
+                # (Go answers 400 for a versionless line, which llhttp reports as 0.9 too).
+                self._parse_error = (505, "505 HTTP Version Not Supported: unsupported protocol version")
                 raise _BadRequest
-        elif version == "1.0":
             ex.version = b"1.0"
-        else:
-            # llhttp takes `HTTP/0.9` (and a request line without a version) and `HTTP/2.0`;
-            # Go's http1ServerSupportsRequest answers 505 for every major version but 1
-            # (Go answers 400 for a versionless line, which llhttp reports as 0.9 too).
-            self._parse_error = (505, "505 HTTP Version Not Supported: unsupported protocol version")
+        elif not self._hosts and ex.method != b"CONNECT":
+            # Go's server: an HTTP/1.1 request without Host is 400 (RFC 9112 §3.2).
+            self._parse_error = (400, "400 Bad Request: missing required Host header")
             raise _BadRequest
         if ex.url[:1] != b"/":
             self._check_target(ex)
