@@ -156,7 +156,9 @@ class Forwarder:
     def _attach(self, conn: Upstream) -> None:
         self.conn = conn
         ex = self.ex
-        has_body = ex.has_body and not ex.upgrade
+        # An upgrade request's Content-Length body is a body (server.py _upgrade_body); a
+        # chunked one is still left in the tunnel data.
+        has_body = ex.has_body and not (ex.upgrade and ex.chunked_request)
         conn.begin(self, self.head, ex.head_request, has_body)
         ex.producer = conn
         if has_body:
