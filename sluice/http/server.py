@@ -689,17 +689,23 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             offset = int(exc.args[0]) if exc.args else len(data)
             ex = self.parsing or (self.pending[-1] if self.pending else self.current)
+            # A flag, not `self.tunnel_peer is None`: mypy narrowed that attribute to None above,
+            # and compiled code would reject the _UpgradeBody that _upgrade_body may set.
+            body_follows = False
             if ex is not None:
                 ex.upgrade_leftover = bytes(data[offset:])
                 if ex.content_length and not ex.chunked_request and ex.header(b"http2-settings") is None:
-                    self._upgrade_body(ex, ex.content_length)
+                    body_follows = self._upgrade_body(ex, ex.content_length)
             # Nothing more is HTTP on this connection until the handler decides.
-            if self.tunnel_peer is None:
+            if not body_follows:
                 self.block_read(_BLOCK_UPGRADE)
         except httptools.HttpParserError as exc:
             if (
                 self._parse_error is None
                 and self.parser.get_method() == b"PRI"
+                # Only a `PRI ... HTTP/2.0` line (h2 then checks the rest of the preface): `PRI` with
+                # garbage or another version is a broken HTTP/1.1 request (400, as in Go).
+                and self.parser.get_http_version() == "2.0"
                 and self.current is None
                 and not self.pending
             ):
@@ -863,11 +869,11 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             if b"host" in self.server.watch:
                 ex.watched[b"host"] = authority
 
-    def _upgrade_body(self, ex: Exchange, length: int) -> None:
+    def _upgrade_body(self, ex: Exchange, length: int) -> bool:
         """An upgrade request with a Content-Length body: llhttp hands the body over unparsed,
         with the bytes after it. Go's server reads it as the request body (the reverse proxy
         forwards it as a body, then switches protocols on a 101), so it is taken out of the
-        tunnel data here; what does not fit in this read arrives through `_UpgradeBody`."""
+        tunnel data here; what does not fit in this read arrives through `_UpgradeBody` (then True)."""
         leftover = ex.upgrade_leftover
         body, ex.upgrade_leftover = leftover[:length], leftover[length:]
         ex.body_done = False
@@ -875,8 +881,9 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
             ex._on_body(body)
         if len(body) < length:
             self.tunnel_peer = _UpgradeBody(self, ex, length - len(body))
-        else:
-            ex.body_done = True
+            return True
+        ex.body_done = True
+        return False
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
