@@ -15,10 +15,17 @@ from .client import DialError, Upstream, UpstreamClosed, UpstreamConnection, Ups
 from .headers import HOP_BY_HOP, RelayedHead, connection_tokens
 from .server import HttpExchange
 
-__all__ = ["Forwarder", "answer_timeout", "build_request_head", "go_error_text"]
+__all__ = ["NOT_SENT_HEADER", "Forwarder", "answer_timeout", "build_request_head", "go_error_text"]
 
 # Headers the forwarder writes itself (framing) or the caller re-adds.
 _REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
+
+# On a 502 of a Sluice hop (queue-proxy, activator) whose request never reached any app (see
+# `Forwarder.sent`): the hop in front of it (activator, ingress) may send the request to another
+# backend. A stock Go hop never sets it, so behind one nothing is retried (Knative: no HTTP
+# retries, CONTRACT.md §3.6).
+NOT_SENT_HEADER = b"X-Sluice-Not-Sent"
+_NOT_SENT_LINE = b"\nx-sluice-not-sent:"  # searched in "\n" + the lower-cased head
 
 
 def build_request_head(
@@ -103,6 +110,7 @@ class Forwarder:
         "ex",
         "head",
         "pool",
+        "sent",
         "upstream_error",
     )
 
@@ -115,9 +123,23 @@ class Forwarder:
         self._dial_task: asyncio.Task[None] | None = None
         self._finished = False
         self._retried = False
+        # Whether any attempt handed a request byte to an upstream. While False, no app can
+        # have seen the request, and no request body byte has been consumed either (the body
+        # sink is set only with the first upstream, in `_attach`): the request may go to
+        # another backend whole. Once True it never may: the bytes may have reached the app
+        # (a reset after the write says nothing about whether the app read them), and a
+        # streamed body cannot be replayed.
+        self.sent = False
 
     def finished(self) -> None:
         """Hook: the relay is over. Called once, unless `abandon()` came first."""
+
+    def retry_elsewhere(self) -> bool:
+        """Hook: the request never reached an app (this hop's dial failed, or the next
+        Sluice hop answered 502 with NOT_SENT_HEADER for a request without a body). A
+        subclass that can reach another backend re-forwards (`forward()` again) and
+        returns True; False answers the client with the 502 (marked not sent)."""
+        return False
 
     def forward(self, pool: UpstreamPool, head: bytes) -> None:
         """Sends `head` (see build_request_head) upstream, the request body after it."""
@@ -155,6 +177,7 @@ class Forwarder:
 
     def _attach(self, conn: Upstream) -> None:
         self.conn = conn
+        self.sent = True
         ex = self.ex
         has_body = ex.has_body and not ex.upgrade
         conn.begin(self, self.head, ex.head_request, has_body)
@@ -235,6 +258,8 @@ class Forwarder:
     def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
         ex = self.ex
         self.conn = None
+        if status == 502 and self._next_hop_not_sent(head):
+            return
         # Nothing more to read upstream: a full client buffer has nothing left to pause.
         ex.producer = None
         ex.respond_whole(status, reason, head.block, head.content_length, body, status in (204, 304), head.has_date)
@@ -276,13 +301,29 @@ class Forwarder:
             self._retried = True
             self._dial_task = asyncio.get_running_loop().create_task(self._dial())
             return
-        self.upstream_error = exc
         ex = self.ex
-        if not ex.response_started:
-            ex.respond_error(502, go_error_text(exc))
+        if not self.sent and not ex.response_started:
+            # Nothing reached an app (the dial failed): another backend may take it whole.
+            if self.retry_elsewhere():
+                return
+            self.upstream_error = exc
+            _respond_not_sent(ex, go_error_text(exc))
         else:
-            ex.abort()
+            self.upstream_error = exc
+            if not ex.response_started:
+                ex.respond_error(502, go_error_text(exc))
+            else:
+                ex.abort()
         self._over()
+
+    def _next_hop_not_sent(self, head: RelayedHead) -> bool:
+        """A whole 502 from a Sluice hop saying the request reached no app: retried
+        elsewhere if the subclass can. Only a request without a body: this hop has already
+        handed the next one whatever body there was, so it is consumed (whole responses
+        only: an error 502 is small and Content-Length framed, so one read carries it)."""
+        if self.ex.has_body or _NOT_SENT_LINE not in b"\n" + head.block.lower():
+            return False
+        return self.retry_elsewhere()
 
     def on_upgrade(self, status: int, reason: bytes, head: RelayedHead, leftover: bytes) -> None:
         conn = self.conn
@@ -325,6 +366,16 @@ class _TunnelEnd:
 
     def resume_producing(self) -> None:
         self.ex.conn.unblock_read(2)
+
+
+def _respond_not_sent(ex: HttpExchange, text: str) -> None:
+    """Go's `http.Error` 502 (CONTRACT.md §2.6) plus NOT_SENT_HEADER."""
+    ex.respond_text(
+        502,
+        text.encode() + b"\n",
+        extra=((b"X-Content-Type-Options", b"nosniff"), (NOT_SENT_HEADER, b"true")),
+        content_type=b"text/plain; charset=utf-8",
+    )
 
 
 def answer_timeout(ex: HttpExchange, forwarder: Forwarder, text: bytes) -> None:
