@@ -105,6 +105,7 @@ class Forwarder:
     __slots__ = (
         "_dial_task",
         "_finished",
+        "_first_error",
         "_retried",
         "conn",
         "ex",
@@ -123,6 +124,7 @@ class Forwarder:
         self._dial_task: asyncio.Task[None] | None = None
         self._finished = False
         self._retried = False
+        self._first_error: BaseException | None = None
         # Whether any attempt handed a request byte to an upstream. While False, no app can
         # have seen the request, and no request body byte has been consumed either (the body
         # sink is set only with the first upstream, in `_attach`): the request may go to
@@ -299,6 +301,7 @@ class Forwarder:
             # A pooled connection the app had already closed (keep-alive race):
             # nothing was processed, so the request is safe to send again.
             self._retried = True
+            self._first_error = exc  # what the client hears if the second attempt fails too
             self._dial_task = asyncio.get_running_loop().create_task(self._dial())
             return
         ex = self.ex
@@ -311,7 +314,10 @@ class Forwarder:
         else:
             self.upstream_error = exc
             if not ex.response_started:
-                ex.respond_error(502, go_error_text(exc))
+                # After a keep-alive retry, the first failure: the request may have reached
+                # the app then, which a refused second dial must not hide.
+                first = self._first_error
+                ex.respond_error(502, go_error_text(first if first is not None else exc))
             else:
                 ex.abort()
         self._over()

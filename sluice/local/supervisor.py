@@ -51,6 +51,10 @@ class LocalOptions:
     startup_timeout: float = 60.0
 
 
+# A component that ran this long before exiting restarts without the back-off of a crash loop.
+_BACKOFF_RESET_AFTER = 30.0
+
+
 class _Component:
     """The activator or the autoscaler: restarted with a back-off if it exits."""
 
@@ -69,14 +73,19 @@ class _Component:
         self.task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        delay = 1.0
+        delay = 0.0
         while not self.stopping and self.child is not None:
+            started = time.monotonic()
             code = await self.child.proc.wait()
             if self.stopping:
                 return
+            if time.monotonic() - started >= _BACKOFF_RESET_AFTER:
+                delay = 0.0  # it ran fine for a while: a new crash, not a crash loop
             log.warning("%s exited with %s; restarting in %gs:\n%s", self.name, code, delay, self.child.tail())
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            # The first restart is immediate, as the kubelet's: while the activator is down the
+            # ingress holds its requests (ingress.py), so every second here is added latency.
+            delay = min(max(delay * 2, 1.0), 30.0)
             self.restarts += 1
             self.child = await spawn(self.name, component_argv(self.module), dict(os.environ) | self.env, self.log_path)
 
