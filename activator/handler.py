@@ -300,6 +300,11 @@ class _Request(Forwarder):
         self._admitted(again)
         return True
 
+    def backend_failed(self) -> None:
+        tracker = self.tracker
+        if tracker is not None:
+            self.act.backends.quarantine(self.entry.key, tracker.dest)
+
     # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
 
     def on_tick(self, now: float) -> None:

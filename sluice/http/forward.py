@@ -151,6 +151,10 @@ class Forwarder:
         returns True; False answers the client with the 502 (marked not sent)."""
         return False
 
+    def backend_failed(self) -> None:
+        """Hook: the next hop's app is unreachable (its 502 says not sent), but this request
+        cannot go elsewhere (its body is consumed): the 502 is relayed."""
+
     def forward(self, pool: UpstreamPool, head: bytes) -> None:
         """Sends `head` (see build_request_head) upstream, the request body after it."""
         self.head = head
@@ -335,7 +339,10 @@ class Forwarder:
         elsewhere if the subclass can. Only a request without a body: this hop has already
         handed the next one whatever body there was, so it is consumed (whole responses
         only: an error 502 is small and Content-Length framed, so one read carries it)."""
-        if self.ex.has_body or _NOT_SENT_LINE not in b"\n" + head.block.lower():
+        if _NOT_SENT_LINE not in b"\n" + head.block.lower():
+            return False
+        if self.ex.has_body:
+            self.backend_failed()
             return False
         return self.retry_elsewhere()
 
