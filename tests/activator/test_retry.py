@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from activator.__main__ import ActivatorProcess
-from tests.support import QueueProxySubprocess, RawConnection, free_port, get, http_request
+from tests.support import QueueProxySubprocess, Response, free_port, get, http_request
 
 from .conftest import FakeQueueProxy, Kube, MakeActivator, eventually
 
@@ -22,10 +22,11 @@ KEY = ("default", REV)
 ROUTED = {"Knative-Serving-Revision": REV, "Knative-Serving-Namespace": "default"}
 
 
-def post(path: str, body: bytes) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: hello.default.example.com\r\nContent-Length: {len(body)}\r\n"
+async def upload(port: int, body: bytes) -> Response:
+    """POST /upload with `body` through the activator."""
+    head = f"POST /upload HTTP/1.1\r\nHost: hello.default.example.com\r\nContent-Length: {len(body)}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in ROUTED.items())
-    return head.encode() + b"\r\n" + body
+    return await http_request(port, head.encode() + b"\r\n" + body)
 
 
 @asynccontextmanager
@@ -75,10 +76,7 @@ async def test_a_request_body_streamed_to_a_failed_pod_is_not_replayed(
     live: FakeQueueProxy = await make_qp("127.0.0.7")
     async with pod_without_app() as broken:
         act = await start_with_two_pods(kube, make_activator, ("127.0.0.1", broken.port), live)
-        conn = await RawConnection.open(act.port)
-        await conn.send(post("/upload", b"x" * 1000))
-        [resp] = await conn.read_responses(1)
-        await conn.close()
+        resp = await upload(act.port, b"x" * 1000)
         # The body went to the broken pod's queue-proxy: consumed, so its 502 is relayed.
         assert resp.status == 502
         assert resp.header("X-Sluice-Not-Sent") == "true"
@@ -86,11 +84,7 @@ async def test_a_request_body_streamed_to_a_failed_pod_is_not_replayed(
         assert live.requests == []
         # The pod left the rotation all the same: the next upload goes to the live pod.
         assert f"127.0.0.1:{broken.port}" in act.backends.watchers[KEY].quarantined
-        conn = await RawConnection.open(act.port)
-        await conn.send(post("/upload", b"x" * 1000))
-        [resp] = await conn.read_responses(1)
-        await conn.close()
-        assert resp.status == 200
+        assert (await upload(act.port, b"x" * 1000)).status == 200
 
 
 async def test_a_refused_dial_goes_to_another_pod(kube: Kube, make_activator: MakeActivator, make_qp: Any) -> None:
@@ -101,10 +95,7 @@ async def test_a_refused_dial_goes_to_another_pod(kube: Kube, make_activator: Ma
     act = await make_activator(SLUICE_MESH_COMPATIBILITY_MODE="disabled")
     await eventually(lambda: (e := act.revisions.get(KEY)) is not None and e.throttler.capacity == 2)
     # A body too: the dial failed before any byte was written, so nothing was consumed.
-    conn = await RawConnection.open(act.port)
-    await conn.send(post("/upload", b"y" * 5000))
-    [resp] = await conn.read_responses(1)
-    await conn.close()
+    resp = await upload(act.port, b"y" * 5000)
     assert resp.status == 200
     record = json.loads(resp.body)
     assert record["method"] == "POST"

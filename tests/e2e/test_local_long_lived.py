@@ -11,6 +11,8 @@ import time
 
 import aiohttp
 
+from tests.stream_app import echo_for, read_events
+
 from .conftest import ROOT, Local, service
 
 DOMAIN = "127.0.0.1.sslip.io"
@@ -21,29 +23,23 @@ async def test_websocket_and_event_stream_through_ingress_and_activator(local: L
     body = service(
         "streams",
         {"autoscaling.knative.dev/target-burst-capacity": "-1", "autoscaling.knative.dev/min-scale": "1"},
-        command=[sys.executable, "-m", "tests.e2e.stream_app"],
+        command=[sys.executable, "-m", "tests.stream_app"],
     )
     spec = body["spec"]["template"]["spec"]
     spec["timeoutSeconds"] = 5
     spec["responseStartTimeoutSeconds"] = 1
-    spec["containers"][0]["workingDir"] = str(ROOT)  # for `-m tests.e2e.stream_app`
+    spec["containers"][0]["workingDir"] = str(ROOT)  # for `-m tests.stream_app`
     local.apply(body)
     local.wait_for("a ready pod", lambda: local.ready_pods("streams") >= 1, 90)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{local.url}/sse?n=10", headers={"Host": HOST}) as resp:
             assert resp.status == 200
-            events = [line[6:].strip().decode() async for line in resp.content if line.startswith(b"data: ")]
+            events = await read_events(resp)
         assert events == [str(i) for i in range(10)]  # 2 s of events, past the 1 s start timeout
         async with session.ws_connect(f"{local.url}/ws", headers={"Host": HOST}) as sock:
             t0 = time.monotonic()
-            i = 0
-            while time.monotonic() - t0 < 2.5:
-                await sock.send_str(str(i))
-                msg = await sock.receive(timeout=5)
-                assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, f"echo:{i}")
-                i += 1
+            await echo_for(sock, 2.5)
             msg = await sock.receive(timeout=15)
             assert msg.type == aiohttp.WSMsgType.CLOSE, msg
             assert msg.data == 1001
             assert 4.0 < time.monotonic() - t0 < 10.0
-

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from tests.stream_app import echo_for, make_app, read_events
 from tests.support import QueueProxySubprocess
 
 
@@ -26,116 +27,63 @@ class App:
 
 @asynccontextmanager
 async def long_lived_app() -> AsyncIterator[App]:
-    """/ws echoes; /sse sends an event at once and then every 0.2 s (`?n=` events, else
-    forever); /late answers after 2 s."""
-    app_state = App()
-
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        sock = web.WebSocketResponse(autoping=True)
-        await sock.prepare(request)
-        async for msg in sock:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await sock.send_str("echo:" + msg.data)
-        app_state.close_codes.append(sock.close_code)
-        return sock
-
-    async def sse(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        n = int(request.query.get("n", "0"))
-        i = 0
-        while not n or i < n:
-            await resp.write(f"data: {i}\n\n".encode())
-            i += 1
-            await asyncio.sleep(0.2)
-        await resp.write_eof()
-        return resp
-
-    async def late(request: web.Request) -> web.Response:
-        await asyncio.sleep(2.0)
-        return web.Response(text="late")
-
-    web_app = web.Application()
-    web_app.router.add_get("/ws", ws)
-    web_app.router.add_get("/sse", sse)
-    web_app.router.add_get("/late", late)
-    runner = web.AppRunner(web_app, handle_signals=False)
+    state = App()
+    runner = web.AppRunner(make_app(state.close_codes), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
     assert server is not None
-    app_state.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    state.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
     try:
-        yield app_state
+        yield state
     finally:
         await runner.cleanup()
 
 
-async def read_events(resp: aiohttp.ClientResponse, until: float) -> list[str]:
-    """SSE `data:` values until the stream ends (an incomplete chunked body raises)."""
-    events = []
-    async for line in resp.content:
-        if line.startswith(b"data: "):
-            events.append(line[6:].strip().decode())
-        if time.monotonic() > until:
-            break
-    return events
+@asynccontextmanager
+async def queue_proxy(app: App, **env: str) -> AsyncIterator[QueueProxySubprocess]:
+    qp = QueueProxySubprocess(app.port, SLUICE_DRAIN_QUIET_PERIOD="0.2", **env).start()
+    try:
+        yield qp
+    finally:
+        qp.terminate()
+        await asyncio.to_thread(qp.wait, 20)
 
 
 async def test_websocket_and_event_stream_outlive_the_response_start_timeout() -> None:
-    async with long_lived_app() as app:
-        qp = QueueProxySubprocess(
-            app.port, REVISION_RESPONSE_START_TIMEOUT_SECONDS="1", SLUICE_DRAIN_QUIET_PERIOD="0.2"
-        ).start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                # The timer is armed: a response that has not started after 1 s gets a 504.
-                async with session.get(f"http://127.0.0.1:{qp.port}/late") as resp:
-                    assert (resp.status, await resp.text()) == (504, "request timeout")
-                async with session.ws_connect(f"http://127.0.0.1:{qp.port}/ws") as sock:
-                    t0 = time.monotonic()
-                    i = 0
-                    while time.monotonic() - t0 < 2.5:
-                        await sock.send_str(str(i))
-                        msg = await sock.receive(timeout=5)
-                        assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, f"echo:{i}")
-                        i += 1
-                        await asyncio.sleep(0.25)
-                    assert not sock.closed
-                async with session.get(f"http://127.0.0.1:{qp.port}/sse?n=12") as resp:
-                    assert resp.status == 200
-                    events = await read_events(resp, time.monotonic() + 30)
-                assert events == [str(i) for i in range(12)]  # 2.4 s of events, ended by the app
-        finally:
-            qp.terminate()
-            await asyncio.to_thread(qp.wait, 20)
+    async with (
+        long_lived_app() as app,
+        queue_proxy(app, REVISION_RESPONSE_START_TIMEOUT_SECONDS="1") as qp,
+        aiohttp.ClientSession() as session,
+    ):
+        # The timer is armed: a response that has not started after 1 s gets a 504.
+        async with session.get(f"http://127.0.0.1:{qp.port}/late") as resp:
+            assert (resp.status, await resp.text()) == (504, "request timeout")
+        async with session.ws_connect(f"http://127.0.0.1:{qp.port}/ws") as sock:
+            assert await echo_for(sock, 2.5, pause=0.25) >= 5
+            assert not sock.closed
+        async with session.get(f"http://127.0.0.1:{qp.port}/sse?n=12") as resp:
+            assert resp.status == 200
+            events = await read_events(resp)
+        assert events == [str(i) for i in range(12)]  # 2.4 s of events, ended by the app
 
 
 async def test_revision_timeout_ends_a_websocket_with_close_frames() -> None:
-    async with long_lived_app() as app:
-        qp = QueueProxySubprocess(app.port, REVISION_TIMEOUT_SECONDS="2", SLUICE_DRAIN_QUIET_PERIOD="0.2").start()
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.ws_connect(f"http://127.0.0.1:{qp.port}/ws") as sock,
-            ):
-                t0 = time.monotonic()
-                await sock.send_str("hi")
-                assert (await sock.receive(timeout=5)).data == "echo:hi"
-                msg = await sock.receive(timeout=10)
-                elapsed = time.monotonic() - t0
-                assert msg.type == aiohttp.WSMsgType.CLOSE, msg
-                assert msg.data == 1001  # going away, not a cut connection
-                assert 1.5 < elapsed < 5
-            for _ in range(50):
-                if app.close_codes:
-                    break
-                await asyncio.sleep(0.1)
-            assert app.close_codes == [1001]  # the app got a Close frame too
-        finally:
-            qp.terminate()
-            await asyncio.to_thread(qp.wait, 20)
+    async with long_lived_app() as app, queue_proxy(app, REVISION_TIMEOUT_SECONDS="2") as qp:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{qp.port}/ws") as sock:
+            t0 = time.monotonic()
+            await echo_for(sock, 0.0)
+            msg = await sock.receive(timeout=10)
+            elapsed = time.monotonic() - t0
+            assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+            assert msg.data == 1001  # going away, not a cut connection
+            assert 1.5 < elapsed < 5
+        for _ in range(50):
+            if app.close_codes:
+                break
+            await asyncio.sleep(0.1)
+        assert app.close_codes == [1001]  # the app got a Close frame too
 
 
 async def test_drain_waits_for_long_lived_requests_then_ends_them_cleanly() -> None:
@@ -148,11 +96,10 @@ async def test_drain_waits_for_long_lived_requests_then_ends_them_cleanly() -> N
             assert stream.status == 200
             term_at = time.monotonic()
             qp.terminate()
-            events_task = asyncio.create_task(read_events(stream, time.monotonic() + 30))
+            events_task = asyncio.create_task(read_events(stream))
             # Past the drain's quiet period the websocket still works...
             await asyncio.sleep(1.0)
-            await sock.send_str("still here")
-            assert (await sock.receive(timeout=5)).data == "echo:still here"
+            await echo_for(sock, 0.0)
             # ...until the drain's deadline: a Close frame, 1001.
             msg = await sock.receive(timeout=10)
             closed_after = time.monotonic() - term_at
