@@ -170,10 +170,12 @@ class QueueProxyProcess:
         cap = self.cfg.shutdown_in_flight_timeout
         return min(deadline, drained_at + cap) if cap > 0 else deadline
 
-    async def _end_long_lived(self, close_at: float) -> None:
+    async def _end_long_lived(self, close_at: float) -> bool:
+        """Waits for in-flight requests until `close_at`, then ends what is left cleanly;
+        False if some remain even so."""
         handler = self.handler
         if await handler.wait_idle(max(0.0, close_at - time.monotonic())):
-            return
+            return True
         ended = handler.end_long_lived()
         log.info("closing long-lived requests at the drain deadline", extra={"fields": {"ended": ended}})
         # The requests are over; their sockets close once the Close handshakes are answered.
@@ -181,11 +183,7 @@ class QueueProxyProcess:
         # (Polled: the server signals no event when a tunnelled connection closes.)
         while self.main_server.connections and time.monotonic() < give_up:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        if handler.in_flight or self.main_server.connections:
-            log.warning(
-                "in-flight requests remain after the shutdown grace",
-                extra={"fields": {"inFlight": handler.in_flight}},
-            )
+        return not (handler.in_flight or self.main_server.connections)
 
     async def wait_for_drain(self) -> None:
         """preStop: drain; if SIGTERM does not follow within 1 s (a container restart,
@@ -236,7 +234,11 @@ class QueueProxyProcess:
         log.info("drained; shutting down servers")
         close_at = self.long_lived_deadline(term_at, time.monotonic())
         await self.main_server.shutdown(timeout=max(0.0, close_at - time.monotonic()))
-        await self._end_long_lived(close_at)
+        if not await self._end_long_lived(close_at):
+            log.warning(
+                "in-flight requests remain after the shutdown grace",
+                extra={"fields": {"inFlight": self.handler.in_flight}},
+            )
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         await self.admin_server.shutdown(timeout=1.0)
