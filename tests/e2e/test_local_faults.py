@@ -23,6 +23,7 @@ IN_FLIGHT_BOUND = 12
 async def test_sigkill_of_a_pod_and_of_the_activator_costs_only_in_flight_requests(local: Local) -> None:
     local.apply(service_manifest("faults", FAULT_ANNOTATIONS))
     local.wait_for("two ready pods", lambda: local.ready_pods("faults") >= 2, 90)
+    local.wait_for("the service ready", lambda: (svc := local.service("faults")) and svc["ready"] == "True", 90)
     await asyncio.sleep(2.0)  # the activator has probed both pods
     pod = local.pods("faults")[0]["name"]
     user_pid = pid_of(local.home, f"{pod}/user-container")

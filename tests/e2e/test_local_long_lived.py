@@ -30,7 +30,7 @@ async def test_websocket_and_event_stream_through_ingress_and_activator(local: L
     spec["responseStartTimeoutSeconds"] = 1
     spec["containers"][0]["workingDir"] = str(ROOT)  # for `-m tests.stream_app`
     local.apply(body)
-    local.wait_for("a ready pod", lambda: local.ready_pods("streams") >= 1, 90)
+    local.wait_for("the service ready", lambda: (svc := local.service("streams")) and svc["ready"] == "True", 90)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{local.url}/sse?n=10", headers={"Host": HOST}) as resp:
             assert resp.status == 200
