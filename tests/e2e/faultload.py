@@ -5,7 +5,7 @@ SIGKILLs of chosen processes at chosen moments, counting the answers by status.
 Used by tests/e2e/test_local_faults.py, and runnable alone to measure a tree (its own
 `sluice local` on a random loopback block; everything it starts is killed at the end):
 
-    python -m tests.e2e.faultload [--root TREE] [--rate 150] [--seconds 10]
+    python -m tests.e2e.faultload [--root TREE] [--rate 150] [--seconds 10] [--serve]
 
 `--root` runs another checkout's code (e.g. a worktree of main, for "before" numbers).
 """
@@ -181,6 +181,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose code runs")
     parser.add_argument("--rate", type=float, default=150.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="target-burst-capacity 0: the ingress sends to the pods directly (Serve mode); only a pod is killed",
+    )
     args = parser.parse_args()
     root = args.root.resolve()
     home = Path(tempfile.mkdtemp(prefix="sluice-faults-"))
@@ -197,7 +202,8 @@ def main() -> None:
                 raise SystemExit(f"sluice local did not start: {(home / 'up.log').read_text()}")
             time.sleep(0.2)
         manifest = home / "faults.yaml"
-        manifest.write_text(yaml.safe_dump(service_manifest("faults", FAULT_ANNOTATIONS)))
+        annotations = FAULT_ANNOTATIONS | ({"autoscaling.knative.dev/target-burst-capacity": "0"} if args.serve else {})
+        manifest.write_text(yaml.safe_dump(service_manifest("faults", annotations)))
         done = _cli(root, home, "apply", "-f", str(manifest))
         if done.returncode != 0:
             raise SystemExit(done.stderr)
@@ -209,10 +215,9 @@ def main() -> None:
         time.sleep(2.0)  # the activator has probed both pods
         user_pid = pid_of(home, "/user-container")
         activator_pid = pid_of(home, "activator")
-        faults = [
-            (args.seconds * 0.3, "user-container", sigkill(user_pid)),
-            (args.seconds * 0.6, "activator", sigkill(activator_pid)),
-        ]
+        faults = [(args.seconds * 0.3, "user-container", sigkill(user_pid))]
+        if not args.serve:
+            faults.append((args.seconds * 0.6, "activator", sigkill(activator_pid)))
         url = f"http://127.0.0.1:{port}/?sleep=5"
         result = asyncio.run(paced_load(url, f"faults.default.{DOMAIN}", args.rate, args.seconds, faults))
         print(result.summary())
