@@ -13,22 +13,30 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .apply import apply_manifests
 from .controller import Caches, Controller
+from .controller.names import SYSTEM_NAMESPACE
 from .ingress import Ingress
-from .kube import Kube
+from .kube import ALL, Kube, KubeError
 from .kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
 from .kubelet import Kubelet, KubeletOptions
 from .manifest import Manifest
 from .procs import AddressPool, Child, http_get, port_busy, proc_start_ticks, spawn
 from .snapshot import Sampler
 from .state import StateDir
-from .system import activator_env, autoscaler_env, component_argv, create_system_objects
+from .system import (
+    ACTIVATOR_SERVICE,
+    activator_env,
+    activator_subsets,
+    autoscaler_env,
+    component_argv,
+    create_system_objects,
+)
 
 __all__ = ["LocalOptions", "StartupError", "Supervisor"]
 
@@ -49,6 +57,9 @@ class LocalOptions:
     drain_quiet_period: float = 2.0
     autoscaler_config: Mapping[str, str] = field(default_factory=dict)
     startup_timeout: float = 60.0
+    # Activator replicas behind the activator Service, as in a cluster: one can crash or restart
+    # while the other serves (the ingress retries a refused request on it).
+    activators: int = 2
 
 
 # A component that ran this long before exiting restarts without the back-off of a crash loop.
@@ -58,11 +69,14 @@ _BACKOFF_RESET_AFTER = 30.0
 class _Component:
     """The activator or the autoscaler: restarted with a back-off if it exits."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, module: str, env: dict[str, str], log_path: Path, on_exit: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
         self.module = module
         self.env = env
         self.log_path = log_path
+        self.on_exit = on_exit  # called when the process exits (before it is restarted)
         self.child: Child | None = None
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
@@ -79,12 +93,14 @@ class _Component:
             code = await self.child.proc.wait()
             if self.stopping:
                 return
+            if self.on_exit is not None:
+                self.on_exit()
             if time.monotonic() - started >= _BACKOFF_RESET_AFTER:
                 delay = 0.0  # it ran fine for a while: a new crash, not a crash loop
             log.warning("%s exited with %s; restarting in %gs:\n%s", self.name, code, delay, self.child.tail())
             await asyncio.sleep(delay)
-            # The first restart is immediate, as the kubelet's: while the activator is down the
-            # ingress holds its requests (ingress.py), so every second here is added latency.
+            # The first restart is immediate, as the kubelet's: a replica down is capacity lost,
+            # and with every activator down the ingress holds requests (ingress.py).
             delay = min(max(delay * 2, 1.0), 30.0)
             self.restarts += 1
             self.child = await spawn(self.name, component_argv(self.module), dict(os.environ) | self.env, self.log_path)
@@ -97,13 +113,85 @@ class _Component:
             await self.child.stop(5.0)
 
 
+async def activator_probe(ip: str, timeout: float) -> bool:
+    """The kubelet's readiness probe of an activator (§1.3): 200 once it serves."""
+    status, _ = await http_get(ip, 8012, "/", {"User-Agent": "kube-probe/1.30"}, timeout)
+    return status == 200
+
+
+class ActivatorEndpoints:
+    """What the kubelet and the endpoints controller do for the activator Deployment in a
+    cluster: probe each replica and keep the `activator-service` Endpoints to the ready ones
+    (the SKS reconciler copies them into every Proxy-mode public Endpoints, and the activators
+    slice the pods by them, §3.5). A replica that exits leaves at once; one that fails
+    FAILURE_THRESHOLD probes in a row leaves too; one probe passing brings it back."""
+
+    PERIOD = 0.25
+    FAILURE_THRESHOLD = 3
+
+    def __init__(self, ips: list[str]) -> None:
+        self.ips = ips
+        self.ready: set[str] = set()
+        self.failures: dict[str, int] = dict.fromkeys(ips, 0)
+        self.published: frozenset[str] | None = None
+        self._wake = asyncio.Event()
+        self._published = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """A replica exited: look now (its probe fails at once), not at the next period."""
+        self._wake.set()
+
+    def start(self, kube: Kube) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(kube))
+
+    async def wait_published(self, timeout: float = 10.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._published.wait(), timeout)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, kube: Kube) -> None:
+        while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
+            results = await asyncio.gather(*(activator_probe(ip, 0.5) for ip in self.ips))
+            for ip, ok in zip(self.ips, results, strict=True):
+                self.failures[ip] = 0 if ok else self.failures[ip] + 1
+                if ok:
+                    self.ready.add(ip)
+                elif woken or self.failures[ip] >= self.FAILURE_THRESHOLD:
+                    self.ready.discard(ip)
+            current = frozenset(self.ready)
+            if current != self.published:
+                try:
+                    body = {"subsets": activator_subsets(sorted(current), sorted(set(self.ips) - current))}
+                    await kube.merge_patch(ALL.ENDPOINTS, SYSTEM_NAMESPACE, ACTIVATOR_SERVICE, body)
+                    self.published = current
+                    self._published.set()
+                except (KubeError, OSError) as exc:
+                    log.warning("updating the activator endpoints failed: %s", exc)
+                except Exception:
+                    log.exception("updating the activator endpoints failed")  # and try again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.PERIOD)
+
+
 class Supervisor:
     def __init__(self, opts: LocalOptions) -> None:
         self.opts = opts
         self.state = opts.state
         self.pool = AddressPool(opts.net)
-        self.activator_ip = self.pool.system(2)
+        # `.0.2` for the first activator (as before replicas), `.0.3` the autoscaler, then `.0.4`…
+        self.activator_ips = [self.pool.system(2 if i == 0 else 3 + i) for i in range(max(1, opts.activators))]
+        self.activator_ip = self.activator_ips[0]
         self.autoscaler_ip = self.pool.system(3)
+        self.activators = ActivatorEndpoints(self.activator_ips)
         self.api = EmbeddedAPIServer(host="127.0.0.1", port=0)
         self.api_client: Any = None
         self.caches: Caches | None = None
@@ -125,7 +213,8 @@ class Supervisor:
             busy.append(
                 f"ingress port {self.opts.host}:{self.opts.port} is already in use (choose another with --port)"
             )
-        system = ((self.activator_ip, (8012, 8013), "activator"), (self.autoscaler_ip, (8080,), "autoscaler"))
+        system: list[tuple[str, tuple[int, ...], str]] = [(ip, (8012, 8013), "activator") for ip in self.activator_ips]
+        system.append((self.autoscaler_ip, (8080,), "autoscaler"))
         for ip, ports, who in system:
             for p in ports:
                 if port_busy(ip, p):
@@ -147,7 +236,7 @@ class Supervisor:
         self.api.write_kubeconfig(self.state.kubeconfig)
         self.api_client = await kube_client_from_kubeconfig(self.state.kubeconfig)
         kube = Kube(self.api_client)
-        await create_system_objects(kube, self.opts.autoscaler_config, self.activator_ip, self.autoscaler_ip)
+        await create_system_objects(kube, self.opts.autoscaler_config, self.activator_ips, self.autoscaler_ip)
         self._write_state(ready=False)
         self._state_task = asyncio.get_running_loop().create_task(self._state_loop())
         kubeconfig = self.state.kubeconfig
@@ -158,13 +247,18 @@ class Supervisor:
                 autoscaler_env(kubeconfig, self.autoscaler_ip),
                 self.state.logs / "autoscaler.log",
             ),
-            _Component(
-                "activator",
-                "activator",
-                activator_env(kubeconfig, self.activator_ip, self.autoscaler_ip),
-                self.state.logs / "activator.log",
-            ),
         ]
+        for i, ip in enumerate(self.activator_ips):
+            name = "activator" if i == 0 else f"activator-{i}"
+            self.components.append(
+                _Component(
+                    name,
+                    "activator",
+                    activator_env(kubeconfig, ip, self.autoscaler_ip, pod=f"activator-local-{i}"),
+                    self.state.logs / f"{name}.log",
+                    on_exit=self.activators.wake,
+                )
+            )
         for comp in self.components:
             await comp.start()
         self.caches = Caches(kube)
@@ -183,6 +277,8 @@ class Supervisor:
         except OSError as exc:
             raise StartupError(f"ingress port {self.opts.host}:{self.opts.port}: {exc.strerror or exc}") from None
         await self._wait_activator_ready()
+        self.activators.start(kube)
+        await self.activators.wait_published()
         if manifests:
             await apply_manifests(kube, manifests)
         self.sampler = Sampler(self)
@@ -194,8 +290,8 @@ class Supervisor:
         websocket to the autoscaler is up (§1.3): then the data path is complete."""
         deadline = time.monotonic() + self.opts.startup_timeout
         while time.monotonic() < deadline:
-            status, _ = await http_get(self.activator_ip, 8012, "/", {"User-Agent": "kube-probe/1.30"}, 1.0)
-            if status == 200:
+            statuses = [await activator_probe(ip, 1.0) for ip in self.activator_ips]
+            if all(statuses):
                 return
             for comp in self.components:
                 if comp.restarts > 2:
@@ -229,6 +325,7 @@ class Supervisor:
                 "api": self.api.url,
                 "kubeconfig": str(self.state.kubeconfig),
                 "activator": self.activator_ip,
+                "activators": self.activator_ips,
                 "autoscaler": self.autoscaler_ip,
                 "logs": str(self.state.logs),
                 "processes": self.processes(),
@@ -257,6 +354,7 @@ class Supervisor:
             self._state_task.cancel()
         if self.sampler is not None:
             await self.sampler.stop()
+        await self.activators.stop()
         if self.ingress is not None:
             await self.ingress.close()
         if self.controller is not None:

@@ -40,6 +40,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # bodies / exceptions of the failures
     kills: dict[str, float] = field(default_factory=dict)  # what was killed, at which second
+    latencies: list[float] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -51,9 +52,12 @@ class LoadResult:
 
     def summary(self) -> str:
         refused = sum("refused" in e for e in self.errors)
+        ordered = sorted(self.latencies) or [0.0]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         return (
             f"{self.total} requests, {self.failed} not 2xx ({refused} mention a refused connection); "
-            f"statuses {dict(sorted(self.statuses.items()))}; kills at {self.kills}"
+            f"statuses {dict(sorted(self.statuses.items()))}; kills at {self.kills}; "
+            f"latency p99 {p99:.3f} s, max {ordered[-1]:.3f} s"
         )
 
 
@@ -72,6 +76,7 @@ async def paced_load(
     start = loop.time()
 
     async def one(session: aiohttp.ClientSession) -> None:
+        sent = loop.time()
         try:
             async with session.get(url, headers={"Host": host}) as resp:
                 body = await resp.text()
@@ -81,6 +86,7 @@ async def paced_load(
         except (TimeoutError, aiohttp.ClientError) as exc:
             result.statuses[-1] += 1
             result.errors.append(repr(exc))
+        result.latencies.append(loop.time() - sent)
 
     pending = sorted(faults, key=lambda f: f[0])
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
