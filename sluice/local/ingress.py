@@ -9,11 +9,11 @@ activator while the SKS is in Proxy mode, the pods in Serve mode (CONTRACT.md §
 
 A request that never reached an app (the dial to the activator or pod failed, or a Sluice
 queue-proxy / activator answered 502 marked not sent, see `sluice.http.forward`) is sent to
-another address of the same Endpoints; the failed address sits out `DOWN_FOR` seconds. With no
-other address (the one activator restarting) the request is held and retried until an address
-takes it, for at most `ENDPOINTS_WAIT` from its arrival: what Envoy-based ingresses do with
-`retry_on: connect-failure`, and what several activator replicas behind a Service give a
-cluster. Nothing that may have reached an app is ever sent twice.
+another address of the same Endpoints (the other activator replica, another pod), what
+Envoy-based ingresses do with `retry_on: connect-failure`; the failed address sits out
+`DOWN_FOR` seconds. With no other address (every activator restarting) the request is held and
+retried until an address takes it, for at most `ENDPOINTS_WAIT` from its arrival. Nothing that
+may have reached an app is ever sent twice.
 """
 
 from __future__ import annotations

@@ -116,12 +116,12 @@ def state_processes(home: Path) -> list[dict[str, Any]]:
     return procs
 
 
-def pid_of(home: Path, suffix: str) -> int:
-    """The pid of the process whose state.json name ends with `suffix` (first match)."""
+def pid_of(home: Path, name: str) -> int:
+    """The pid of the process state.json calls `name`, or `<pod path>/name`."""
     for p in state_processes(home):
-        if str(p["name"]).endswith(suffix):
+        if p["name"] == name or str(p["name"]).endswith("/" + name):
             return int(p["pid"])
-    raise LookupError(f"no process named *{suffix} in {home / 'state.json'}")
+    raise LookupError(f"no process named {name} in {home / 'state.json'}")
 
 
 def sigkill(pid: int) -> Callable[[], None]:
@@ -219,7 +219,7 @@ def main() -> None:
                 raise SystemExit("two pods did not become ready")
             time.sleep(0.2)
         time.sleep(2.0)  # the activator has probed both pods
-        user_pid = pid_of(home, "/user-container")
+        user_pid = pid_of(home, "user-container")
         activator_pid = pid_of(home, "activator")
         faults = [(args.seconds * 0.3, "user-container", sigkill(user_pid))]
         if not args.serve:
