@@ -6,14 +6,6 @@ or the cluster-local forms) or, failing that, by a path prefix (`/<route>/...` o
 by weight, and the request goes to an address of the revision's **public** Endpoints — the
 activator while the SKS is in Proxy mode, the pods in Serve mode (CONTRACT.md §0) — with
 `Knative-Serving-Revision` / `Knative-Serving-Namespace` added, as Knative's ingresses do.
-
-A request that never reached an app (the dial to the activator or pod failed, or a Sluice
-queue-proxy / activator answered 502 marked not sent, see `sluice.http.forward`) is sent to
-another address of the same Endpoints (the other activator replica, another pod), what
-Envoy-based ingresses do with `retry_on: connect-failure`; the failed address sits out
-`DOWN_FOR` seconds. With no other address (every activator restarting) the request is held and
-retried until an address takes it, for at most `ENDPOINTS_WAIT` from its arrival. Nothing that
-may have reached an app is ever sent twice.
 """
 
 from __future__ import annotations
@@ -35,6 +27,14 @@ from .controller.names import meta
 __all__ = ["Ingress", "RouteStats"]
 
 _DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace"})
+# A request that never reached an app (the dial to the activator or pod failed, or a Sluice
+# queue-proxy / activator answered 502 marked not sent, see `sluice.http.forward`) is sent to
+# another address of the same Endpoints (the other activator replica, another pod), what
+# Envoy-based ingresses do with `retry_on: connect-failure`; the failed address sits out
+# `DOWN_FOR` seconds. With no other address (every activator restarting) the request is held and
+# retried until an address takes it, for at most `ENDPOINTS_WAIT` from its arrival. Nothing that
+# may have reached an app is ever sent twice.
+
 # How long a request waits for a route's endpoints to appear (a revision just created), or
 # for an address that takes it after the ones tried failed before it reached them.
 ENDPOINTS_WAIT = 30.0
