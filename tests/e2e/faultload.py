@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,6 +242,7 @@ def main() -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         log.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
