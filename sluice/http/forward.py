@@ -34,6 +34,9 @@ _REBUILT = frozenset({b"host", b"content-length", b"x-forwarded-for"})
 # retries, CONTRACT.md §3.6).
 NOT_SENT_HEADER = b"X-Sluice-Not-Sent"
 _NOT_SENT_LINE = b"\nx-sluice-not-sent:"  # searched in "\n" + the lower-cased head
+# Methods a keep-alive race may send twice (Go's net/http `isReplayable`, less the
+# Idempotency-Key header rule).
+_REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
 
 def build_request_head(
@@ -307,11 +310,14 @@ class Forwarder:
             and not conn.head_seen
             and conn.response_bytes == 0
             and not self.ex.has_body
+            and self.ex.method in _REPLAYABLE
             and isinstance(exc, (UpstreamClosed, ConnectionResetError))
             and not self.ex.response_started
         ):
-            # A pooled connection the app had already closed (keep-alive race):
-            # nothing was processed, so the request is safe to send again.
+            # A pooled connection the app had already closed (keep-alive race): most likely
+            # nothing was processed, but the bytes were written and the app may have read
+            # them before it died, so only an idempotent request goes once more, as Go's
+            # transport does (`isReplayable`); any other gets its 502.
             self._retried = True
             self._first_error = exc  # what the client hears if the second attempt fails too
             self._dial_task = asyncio.get_running_loop().create_task(self._dial())
