@@ -53,6 +53,10 @@ _PROXY_HEADER = b"K-Proxy-Request: activator\r\n"
 
 TIMEOUT_BODY = b"activator request timeout"
 
+# Attempts per request when a pod fails before the request reached it (see `retry_elsewhere`):
+# each failed pod is quarantined first, so this bounds only a run of pods failing together.
+MAX_ATTEMPTS = 3
+
 
 class Health(Protocol):
     def error(self) -> str | None:
@@ -169,7 +173,7 @@ class ActivatorHandler:
 class _Request(Forwarder):
     """One request through the reporter, timeout handler, throttler and proxy."""
 
-    __slots__ = ("act", "done", "entry", "start", "stats", "tracker", "waiter")
+    __slots__ = ("act", "attempts", "done", "entry", "start", "stats", "tracker", "waiter")
 
     def __init__(self, act: ActivatorHandler, ex: HttpExchange, entry: RevisionEntry) -> None:
         Forwarder.__init__(self, ex)
@@ -180,6 +184,7 @@ class _Request(Forwarder):
         self.stats: RevisionStats | None = None
         self.done = False
         self.start = 0.0
+        self.attempts = 1
 
     def begin(self) -> None:
         act = self.act
@@ -205,13 +210,16 @@ class _Request(Forwarder):
             self.ex.respond_error(503, "pending request queue full")
             self.finished()
             return
+        self._admitted(waiter)
+
+    def _admitted(self, waiter: Waiter) -> None:
         self.waiter = waiter
         if waiter.granted:
             assert waiter.tracker is not None
             self._forward(waiter.tracker)
-        elif throttler.capacity == 0:
+        elif self.entry.throttler.capacity == 0:
             # Held for a pod (§3.6): make the backend watcher look now, not at its next tick.
-            act.backends.kick(entry.key)
+            self.act.backends.kick(self.entry.key)
 
     # ---- throttler ------------------------------------------------------------------
 
@@ -233,6 +241,8 @@ class _Request(Forwarder):
 
     def _forward(self, tracker: PodTracker) -> None:
         self.tracker = tracker
+        if tracker.removed and self.retry_elsewhere():
+            return  # the pod was marked gone between the grant and now: another one
         ex = self.ex
         watched = ex.watched
         extra = _PROXY_HEADER
@@ -256,6 +266,44 @@ class _Request(Forwarder):
         if pool is None or pool.closing:
             pool = self.entry.pool_for(tracker.dest)
         self.forward(pool, build_request_head(ex, target, _DROP, extra))
+
+    # ---- a pod that never got the request (Sluice addition to §3.6) --------------------
+
+    def retry_elsewhere(self) -> bool:
+        """The pod never got this request (our dial to its queue-proxy failed, or the
+        queue-proxy's dial to the app did: its 502 says so): the pod leaves the rotation
+        until a probe finds it healthy again, its slot is released, and the request goes
+        back through the throttler to another pod, still under its own timeouts (the
+        deadline scan keeps running). Knative has no HTTP retries (§3.6) and answers 502;
+        users see those on scale-down and crashes (knative/serving#11596, #15211). Only
+        while another ready pod is assigned to this activator."""
+        if self.done or self.attempts >= MAX_ATTEMPTS:
+            return False
+        tracker = self.tracker
+        waiter = self.waiter
+        if tracker is None or waiter is None:
+            return False
+        throttler = self.entry.throttler
+        # Quarantine first, so the release below cannot hand the same pod to a waiter.
+        self.act.backends.quarantine(self.entry.key, tracker.dest)
+        if not throttler.assigned and throttler.cluster_ip is None:
+            # No other ready pod: answer now (a misconfigured pod set must not turn every
+            # 502 into a wait for the revision timeout).
+            return False
+        self.attempts += 1
+        self.tracker = None
+        self.waiter = None
+        throttler.release(waiter)
+        again = throttler.acquire(self)
+        if again is None:
+            return False  # the queue is full: the 502 goes out
+        self._admitted(again)
+        return True
+
+    def backend_failed(self) -> None:
+        tracker = self.tracker
+        if tracker is not None:
+            self.act.backends.quarantine(self.entry.key, tracker.dest)
 
     # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
 

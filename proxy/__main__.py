@@ -15,6 +15,7 @@ from pathlib import Path
 from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.client import UpstreamPool
+from sluice.http.forward import WEBSOCKET_CLOSE_GRACE
 from sluice.http.server import HttpServer
 from sluice.logs import configure_logging, level_from_knative
 from sluice.periodic import Ticker
@@ -35,6 +36,9 @@ log = logging.getLogger("queueproxy")
 # How long after a preStop `/wait-for-drain` without SIGTERM the drain is undone (§2.11).
 _DRAIN_RESET_AFTER = 1.0
 _STATS_PERIOD = 1.0
+_GO_IN_FLIGHT_GRACE = 60.0  # §2.11
+# Before the kubelet's SIGKILL: time for websocket Close frames to be answered (WEBSOCKET_CLOSE_GRACE).
+LONG_LIVED_CLOSE_MARGIN = WEBSOCKET_CLOSE_GRACE + 0.5
 
 
 def build_observer(cfg: QueueProxyConfig, obs: ObservabilityConfig) -> QueueProxyObserver | None:
@@ -150,6 +154,35 @@ class QueueProxyProcess:
             )
         )
 
+    def long_lived_deadline(self, term_at: float, drained_at: float) -> float:
+        """Until when open requests may run after SIGTERM. Go waits 60 s and then exits,
+        cutting websockets (§2.11); here they get up to the revision timeout, which is
+        also the pod's terminationGracePeriodSeconds (the kubelet's SIGKILL), less the
+        time the Close handshake needs; never before the drain ended. Go's 60 s only
+        without a revision timeout; SLUICE_SHUTDOWN_IN_FLIGHT_TIMEOUT caps it after the drain."""
+        timeout = self.cfg.revision_timeout_seconds
+        if timeout > 0:
+            deadline = max(drained_at, term_at + timeout - LONG_LIVED_CLOSE_MARGIN)
+        else:
+            deadline = drained_at + _GO_IN_FLIGHT_GRACE
+        cap = self.cfg.shutdown_in_flight_timeout
+        return min(deadline, drained_at + cap) if cap > 0 else deadline
+
+    async def _end_long_lived(self, close_at: float) -> bool:
+        """Waits for in-flight requests until `close_at`, then ends what is left cleanly;
+        False if some remain even so."""
+        handler = self.handler
+        if await handler.wait_idle(max(0.0, close_at - time.monotonic())):
+            return True
+        ended = handler.end_long_lived()
+        log.info("closing long-lived requests at the drain deadline", extra={"fields": {"ended": ended}})
+        # The requests are over; their sockets close once the Close handshakes are answered.
+        give_up = time.monotonic() + LONG_LIVED_CLOSE_MARGIN
+        # (Polled: the server signals no event when a tunnelled connection closes.)
+        while self.main_server.connections and time.monotonic() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return not (handler.in_flight or self.main_server.connections)
+
     async def wait_for_drain(self) -> None:
         """preStop: drain; if SIGTERM does not follow within 1 s (a container restart,
         not a pod deletion), undo the drain so serving resumes (§2.11)."""
@@ -189,13 +222,16 @@ class QueueProxyProcess:
         self.stopped.set()
 
     async def shutdown(self) -> None:
-        """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait up to
-        60 s for in-flight requests including websockets, then exit 0."""
+        """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait for
+        in-flight requests including websockets and event streams (see
+        `long_lived_deadline`), end what is left cleanly, then exit 0."""
         log.info("received TERM signal, draining")
+        term_at = time.monotonic()
         await self.drainer.drain()
         log.info("drained; shutting down servers")
-        await self.main_server.shutdown()
-        if not await self.handler.wait_idle(self.cfg.shutdown_in_flight_timeout):
+        close_at = self.long_lived_deadline(term_at, time.monotonic())
+        await self.main_server.shutdown(timeout=max(0.0, close_at - time.monotonic()))
+        if not await self._end_long_lived(close_at):
             log.warning(
                 "in-flight requests remain after the shutdown grace",
                 extra={"fields": {"inFlight": self.handler.in_flight}},

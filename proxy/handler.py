@@ -206,6 +206,22 @@ class QueueProxy:
             return self.in_flight == 0
         return True
 
+    # ---- the drain's deadline (§2.11) --------------------------------------------
+
+    def end_long_lived(self) -> int:
+        """Ends every request still open (websockets, event streams) as cleanly as its
+        protocol allows: Close frames 1001 to both ends of a websocket, the last chunk of a
+        streamed response (see Forwarder.end_long_lived). Returns how many. Requests are
+        found through the deadline scan, which holds each one while a revision timeout is
+        set (always, in Knative)."""
+        ended = 0
+        for item in list(self.deadlines.active):
+            if isinstance(item, _Request) and not item.done:
+                item.end_long_lived(TIMEOUT_BODY)
+                item.finished()
+                ended += 1
+        return ended
+
     def report(self) -> tuple[float, float, float, float]:
         r = self.stats.report(self.clock())
         return (
