@@ -18,6 +18,7 @@ from sluice.wire import Stat
 
 from .aggregation import MaxTimeWindow
 from .annotations import RPS
+from .decision import Decision
 from .resources import DeciderSpec
 
 __all__ = [
@@ -94,6 +95,7 @@ class Autoscaler:
         "_metric_client",
         "_ready_count",
         "key",
+        "last",
         "max_panic_pods",
         "panic_time",
         "spec",
@@ -125,6 +127,7 @@ class Autoscaler:
         # current scale, so losing the metric history does not scale it down.
         self.panic_time: float | None = clock() if current > 1 else None
         self.max_panic_pods = current
+        self.last: Decision | None = None  # the last valid evaluation, for gauges and debug
 
     @property
     def panicking(self) -> bool:
@@ -205,6 +208,7 @@ class Autoscaler:
             desired = self.max_panic_pods
 
         # Step 8: scale-down delay — the max of the decisions of the last ScaleDownDelay.
+        before_delay = desired
         if self._delay_window is not None and spec.reachable and spec.scale_down_delay > 0:
             self._delay_window.record(now, desired)
             desired = int(self._delay_window.current())
@@ -217,6 +221,10 @@ class Autoscaler:
             ebc = math.floor(ready * spec.total_value - tbc - panic)
         else:
             ebc = -1.0
+        self.last = Decision(
+            now, spec, ready, stable, panic, max_scale_up, max_scale_down, dspc, dppc, desired_stable,
+            desired_panic, self.panic_time is not None, self.max_panic_pods, before_delay, desired, _int32(ebc),
+        )  # fmt: skip
         return ScaleResult(desired, _int32(ebc), True)
 
 
@@ -279,6 +287,10 @@ class MultiScaler:
         if self._watcher is not None:
             raise RuntimeError("multiple calls to watch() are not supported")
         self._watcher = fn
+
+    def decisions(self) -> dict[str, Decision | None]:
+        """Each decider's last valid evaluation, by "<ns>/<name>" (gauges, debug endpoint)."""
+        return {key: runner.scaler.last for key, runner in self._runners.items()}
 
     def get(self, namespace: str, name: str) -> Decider | None:
         runner = self._runners.get(f"{namespace}/{name}")

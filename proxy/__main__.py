@@ -28,7 +28,7 @@ from .observability import LEGACY_ENV, ObservabilityConfig
 from .observer import QueueProxyObserver
 from .readiness import ReadinessProber, parse_readiness_probes
 from .requestlog import RequestLogRevision, RequestLogTemplate
-from .servers import AdminHandler, PrometheusHandler, StatsHandler
+from .servers import AdminHandler, StatsHandler
 
 if TYPE_CHECKING:
     from .metrics import QueueProxyMetrics
@@ -108,7 +108,9 @@ class QueueProxyProcess:
         self.user_metrics_server: HttpServer | None = None
         export = telemetry.export if telemetry is not None else None
         if export is not None and export.registry is not None:
-            self.user_metrics_server = HttpServer(PrometheusHandler(export.render, export.content_type))
+            from sluice.telemetry.metrics import ScrapeHandler
+
+            self.user_metrics_server = HttpServer(ScrapeHandler(export))
         self.sigterm = asyncio.Event()
         self.stopped = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None

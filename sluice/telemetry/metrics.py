@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sluice.http.server import HttpExchange
+
 from .config import ExportSettings
 
 if TYPE_CHECKING:
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from prometheus_client import CollectorRegistry
 
-__all__ = ["PROMETHEUS_CONTENT_TYPE", "MetricsExport", "otlp_url"]
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "MetricsExport", "ScrapeHandler", "otlp_url"]
 
 PROMETHEUS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -105,3 +107,17 @@ def _otlp_metric_exporter(settings: ExportSettings) -> Any:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
     return HttpExporter(endpoint=otlp_url(settings.endpoint or "localhost:4318", "metrics"))
+
+
+class ScrapeHandler:
+    """`GET /metrics` on the engine's HttpServer: the export's Prometheus exposition; other
+    paths 404 (Go's mux answer)."""
+
+    def __init__(self, export: MetricsExport) -> None:
+        self.export = export
+
+    def __call__(self, ex: HttpExchange) -> None:
+        if ex.url.partition(b"?")[0] != b"/metrics":
+            ex.respond_error(404, "404 page not found")
+            return
+        ex.respond_text(200, self.export.render(), content_type=PROMETHEUS_CONTENT_TYPE)

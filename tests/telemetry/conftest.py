@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import make_qp  # noqa: F401  (the fixture, reused here)
+from tests.autoscaler.kpa_fixtures import cluster  # noqa: F401  (fixtures reused here)
+from tests.proxy.conftest import make_qp  # noqa: F401
 from tests.support import free_port
 from tests.telemetry.receiver import OtlpReceiver
 
