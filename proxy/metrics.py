@@ -11,20 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from sluice.telemetry.instruments import INVOCATION_DURATION_BOUNDS, queue_wait_histogram
 from sluice.telemetry.legacy import LegacyRequestMetrics
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["INVOCATION_DURATION_BOUNDS", "QUEUE_WAIT_BOUNDS", "QueueProxyMetrics"]
-
-# §2.10: explicit bucket boundaries of kn.serving.invocation.duration.
-INVOCATION_DURATION_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-# sluice.queue.wait (Prometheus `sluice_queue_wait_seconds`): time spent queued in the breaker
-# (§2.7) — mostly sub-millisecond, up to the revision timeout when the queue backs up.
-QUEUE_WAIT_BOUNDS = (
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
+__all__ = ["QueueProxyMetrics"]
 
 
 class QueueProxyMetrics:
@@ -44,12 +37,7 @@ class QueueProxyMetrics:
             description="The duration of the request handled by the user container",
             explicit_bucket_boundaries_advisory=INVOCATION_DURATION_BOUNDS,
         )
-        self.queue_wait = meter.create_histogram(
-            "sluice.queue.wait",
-            unit="s",
-            description="Time requests spent waiting in the breaker queue for an execution slot",
-            explicit_bucket_boundaries_advisory=QUEUE_WAIT_BOUNDS,
-        )
+        self.queue_wait = queue_wait_histogram(meter, "breaker queue")
         self._depth = queue_depth
         if queue_depth is not None:
             meter.create_observable_gauge(

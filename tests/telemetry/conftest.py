@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.autoscaler.kpa_fixtures import cluster  # noqa: F401  (fixtures reused here)
+from tests.activator.conftest import autoscaler, kube, make_activator  # noqa: F401  (fixtures reused here)
+from tests.autoscaler.kpa_fixtures import cluster  # noqa: F401
 from tests.proxy.conftest import make_qp  # noqa: F401
 from tests.support import free_port
 from tests.telemetry.receiver import OtlpReceiver
