@@ -17,6 +17,7 @@ from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.server import HttpServer, ServerLimits
 from sluice.logs import configure_logging, level_from_knative
+from sluice.telemetry.config import missing_extra
 from sluice.telemetry.debug import parse_debug_address
 from sluice.wire import WireStatMessage
 
@@ -112,10 +113,13 @@ class ActivatorProcess:
         if obs.metrics.enabled or obs.tracing.enabled:
             from .telemetry import ActivatorTelemetry
 
-            self.telemetry = ActivatorTelemetry(
-                obs, self.revisions, lambda: self.last_concurrency, lambda: self.reporter.connected,
-                lambda: self.reporter.connection_errors, cfg.system_namespace, cfg.pod_name, environ or {},
-            )  # fmt: skip
+            try:
+                self.telemetry = ActivatorTelemetry(
+                    obs, self.revisions, lambda: self.last_concurrency, lambda: self.reporter.connected,
+                    lambda: self.reporter.connection_errors, cfg.system_namespace, cfg.pod_name, environ or {},
+                )  # fmt: skip
+            except ImportError as exc:
+                log.error(missing_extra(exc))
         telemetry = self.telemetry
         self.handler = ActivatorHandler(
             self.revisions,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sluice.telemetry.config import ObservabilitySettings
+from sluice.telemetry.config import ObservabilitySettings, missing_extra
 from sluice.telemetry.resource import component_resource, revision_attributes
 
 from .collector import MetricCollector
@@ -247,10 +247,17 @@ async def start_telemetry(app: AutoscalerApp, options: Options) -> TelemetryServ
         pa = app.pa_informer.get(ns, name) or {}
         return dict((pa.get("metadata") or {}).get("labels") or {})
 
-    telemetry = AutoscalerTelemetry(
-        settings, app.multiscaler, app.collector, labels_of, options.system_namespace, options.pod_name,
-        options.extra, app.clock,
-    )  # fmt: skip
+    try:
+        telemetry = AutoscalerTelemetry(
+            settings, app.multiscaler, app.collector, labels_of, options.system_namespace, options.pod_name,
+            options.extra, app.clock,
+        )  # fmt: skip
+    except ImportError as exc:
+        logger.error(missing_extra(exc))
+        telemetry = AutoscalerTelemetry(
+            ObservabilitySettings(), app.multiscaler, app.collector, labels_of, options.system_namespace,
+            options.pod_name, options.extra, app.clock,
+        )  # fmt: skip
     servers = TelemetryServers(
         telemetry, parse_debug_address(options.debug_address, DEFAULT_DEBUG_PORT), options.debug_token
     )

@@ -19,6 +19,7 @@ from sluice.config import ConfigError, parse_go_bool
 from sluice.http.client import UpstreamPool
 from sluice.http.server import HttpServer
 from sluice.logs import configure_logging, level_from_knative
+from sluice.telemetry.config import missing_extra
 from sluice.wire import Stat, encode_stat
 
 from .config import QueueProxyConfig
@@ -81,7 +82,10 @@ class QueueProxyProcess:
             from .telemetry import QueueProxyTelemetry
 
             depth = self._queue_depth if cfg.container_concurrency > 0 else None
-            self.telemetry = QueueProxyTelemetry(cfg, self.obs, environ or {}, depth)
+            try:
+                self.telemetry = QueueProxyTelemetry(cfg, self.obs, environ or {}, depth)
+            except ImportError as exc:
+                log.error(missing_extra(exc))
         telemetry = self.telemetry
         self.observer = build_observer(cfg, self.obs, telemetry.metrics if telemetry is not None else None)
         self.started = time.monotonic()

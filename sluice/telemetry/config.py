@@ -22,6 +22,7 @@ __all__ = [
     "ObservabilitySettings",
     "TraceSettings",
     "legacy_key_warnings",
+    "missing_extra",
 ]
 
 log = logging.getLogger("sluice.telemetry")
@@ -168,3 +169,12 @@ def _interval(data: Mapping[str, str], key: str, where: str, errors: list[str]) 
         errors.append(f"{where}: {key}: expected a duration such as 60s, got {text!r}")
         return DEFAULT_EXPORT_INTERVAL
     return seconds if seconds > 0 else DEFAULT_EXPORT_INTERVAL
+
+
+def missing_extra(exc: ImportError) -> str:
+    """The error logged when metrics or tracing are configured but the OpenTelemetry packages
+    are not installed: the component keeps serving without them rather than failing its pod."""
+    return (
+        f"metrics/tracing are configured but the OpenTelemetry packages are missing ({exc}); "
+        "install the `otel` extra (pip install 'knative-sluice[otel]'); continuing without them"
+    )
