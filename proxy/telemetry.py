@@ -38,7 +38,8 @@ class QueueProxyTelemetry:
         self.export: MetricsExport | None = None
         self.metrics: QueueProxyMetrics | None = None
         if obs.metrics_export.enabled:
-            self.export = MetricsExport(obs.metrics_export, resource, SCOPE)
+            # The revision goes on every Prometheus series too (dashboards group by kn_revision_name).
+            self.export = MetricsExport(obs.metrics_export, resource, SCOPE, frozenset(revision))
             legacy = None
             if obs.metrics_export.protocol == "prometheus" and parse_go_bool(environ.get(LEGACY_ENV, "") or "false"):
                 legacy = LegacyRequestMetrics("revision_app_request", cfg.serving_pod, "queue-proxy")

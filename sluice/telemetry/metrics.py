@@ -48,7 +48,16 @@ def grpc_target(endpoint: str) -> tuple[str, bool]:
 class MetricsExport:
     """One component's meter provider and, for `prometheus`, the registry its scrape renders."""
 
-    def __init__(self, settings: ExportSettings, resource: Mapping[str, str], scope: str) -> None:
+    def __init__(
+        self,
+        settings: ExportSettings,
+        resource: Mapping[str, str],
+        scope: str,
+        series_attributes: frozenset[str] = frozenset(),
+    ) -> None:
+        """`series_attributes`: resource attributes the Prometheus exposition also copies onto
+        every series (the queue-proxy's revision), so a dashboard can group by them without
+        joining `target_info`."""
         if not settings.enabled:
             raise ValueError("MetricsExport needs a metrics protocol other than none")
         from opentelemetry.sdk.metrics import MeterProvider
@@ -65,7 +74,9 @@ class MetricsExport:
             # A registry of our own, not prometheus_client's global one: only what we record is
             # exposed, and tests can run several components in one process.
             self.registry = CollectorRegistry(auto_describe=False)
-            reader = PrometheusMetricReader(registry=self.registry)
+            reader = PrometheusMetricReader(
+                registry=self.registry, resource_attribute_filter=series_attributes.__contains__
+            )
         else:
             interval_ms = settings.interval * 1000.0
             reader = PeriodicExportingMetricReader(

@@ -171,3 +171,15 @@ def test_metrics_and_tracing_off_load_no_telemetry_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+async def test_prometheus_series_carry_the_revision(make_qp: MakeQP) -> None:
+    metrics_port = free_port()
+    obs = {"requestMetrics": {"protocol": "prometheus", "endpoint": f"127.0.0.1:{metrics_port}"}}
+    async with raw_upstream(_created) as port:
+        qp = await make_qp(port, OBSERVABILITY_CONFIG=json.dumps(obs), SERVING_SERVICE="svc")
+        assert (await http_request(qp.port, get("/"))).status == 201
+        prom = await scrape(metrics_port)
+    (labels,) = prom.labels("kn_serving_invocation_duration_seconds_count")
+    assert labels["kn_service_name"] == "svc" and labels["kn_revision_name"] and labels["k8s_namespace_name"]
+    assert "k8s_pod_name" not in labels  # only the revision's attributes are copied
