@@ -19,7 +19,6 @@ from sluice.config import ConfigError, parse_go_bool
 from sluice.http.client import UpstreamPool
 from sluice.http.server import HttpServer
 from sluice.logs import configure_logging, level_from_knative
-from sluice.telemetry.config import missing_extra
 from sluice.wire import Stat, encode_stat
 
 from .config import QueueProxyConfig
@@ -85,6 +84,8 @@ class QueueProxyProcess:
             try:
                 self.telemetry = QueueProxyTelemetry(cfg, self.obs, environ or {}, depth)
             except ImportError as exc:
+                from sluice.telemetry.config import missing_extra
+
                 log.error(missing_extra(exc))
         telemetry = self.telemetry
         self.observer = build_observer(cfg, self.obs, telemetry.metrics if telemetry is not None else None)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.requestlog import DEFAULT_REQUEST_LOG_TEMPLATE
-from sluice.telemetry.config import DEFAULT_EXPORT_INTERVAL, ExportSettings, TraceSettings
+
+if TYPE_CHECKING:
+    from sluice.telemetry.config import ExportSettings, TraceSettings
 
 __all__ = ["MetricsConfig", "ObservabilityConfig", "RuntimeConfig", "TracingConfig"]
 
@@ -73,15 +75,21 @@ class ObservabilityConfig:
     def profiling_enabled(self) -> bool:
         return self.runtime.profiling == "enabled"
 
+    # The shared settings types are imported on use: a pod with metrics and tracing off must not
+    # pay their import at start (§2.2).
     @property
     def metrics_export(self) -> ExportSettings:
         """The QP's meter provider follows `requestMetrics` (§2.10)."""
+        from sluice.telemetry.config import DEFAULT_EXPORT_INTERVAL, ExportSettings
+
         m = self.request_metrics
         interval = m.export_interval_ns / 1e9 if m.export_interval_ns > 0 else DEFAULT_EXPORT_INTERVAL
         return ExportSettings(m.protocol, m.endpoint, interval)
 
     @property
     def trace_export(self) -> TraceSettings:
+        from sluice.telemetry.config import TraceSettings
+
         t = self.tracing
         return TraceSettings(t.protocol, t.endpoint, t.sampling_rate)
 
