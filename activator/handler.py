@@ -19,7 +19,9 @@ from typing import Protocol
 
 from sluice.http.deadlines import DeadlineScanner
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head
+from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
+from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
 from sluice.wire import WireStatMessage
 
 from .revision import RevKey, identify, not_found_message
@@ -49,6 +51,7 @@ WATCHED_HEADERS = frozenset(
 # (§1.3); K-Proxy-Request is *set* (replacing any inbound value), so it is dropped
 # here and re-added.
 _DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-network-hash", b"k-proxy-request"})
+_DROP_TRACED = _DROP | TRACE_HEADERS  # tracing on: the activator_proxy span's context goes on
 _PROXY_HEADER = b"K-Proxy-Request: activator\r\n"
 
 TIMEOUT_BODY = b"activator request timeout"
@@ -66,6 +69,14 @@ class Health(Protocol):
 
 class StatSender(Protocol):
     def send(self, messages: list[WireStatMessage]) -> None: ...
+
+
+class RequestObserver(Protocol):
+    """Per-request metrics (activator/telemetry.py); None when metrics are off (§3.10)."""
+
+    def on_wait_done(self, entry: RevisionEntry, seconds: float) -> None: ...
+    def on_cold_start(self, entry: RevisionEntry, seconds: float) -> None: ...
+    def on_request_done(self, entry: RevisionEntry, status: int, seconds: float) -> None: ...
 
 
 class Backends(Protocol):
@@ -97,6 +108,8 @@ class ActivatorHandler:
         cluster_domain: str,
         pod_addressability: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        observer: RequestObserver | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.revisions = revisions
         self.reporter = reporter
@@ -106,6 +119,9 @@ class ActivatorHandler:
         self.domain = cluster_domain.encode()
         self.pod_addressability = pod_addressability
         self.clock = clock
+        # Telemetry hooks: None when off, one attribute check per request (§3.10).
+        self.observer = observer
+        self.tracer = tracer
         self.deadlines = DeadlineScanner(clock)
         self.in_flight = 0
         self.requests = 0
@@ -173,7 +189,7 @@ class ActivatorHandler:
 class _Request(Forwarder):
     """One request through the reporter, timeout handler, throttler and proxy."""
 
-    __slots__ = ("act", "attempts", "done", "entry", "start", "stats", "tracker", "waiter")
+    __slots__ = ("act", "attempts", "cold", "done", "entry", "span", "start", "stats", "tracker", "waiter")
 
     def __init__(self, act: ActivatorHandler, ex: HttpExchange, entry: RevisionEntry) -> None:
         Forwarder.__init__(self, ex)
@@ -185,6 +201,8 @@ class _Request(Forwarder):
         self.done = False
         self.start = 0.0
         self.attempts = 1
+        self.span: RequestSpan | None = None
+        self.cold = False  # arrived with no ready pod, and metrics are on: a cold start to time
 
     def begin(self) -> None:
         act = self.act
@@ -192,6 +210,8 @@ class _Request(Forwarder):
         act.in_flight += 1
         now = act.clock()
         self.start = now
+        if act.tracer is not None:
+            self.span = act.tracer.start(self.ex)
         stats = act.reporter.stats.get(entry.key)
         if stats is None:
             stats, first = act.reporter.request_in(entry.key, now)
@@ -205,6 +225,8 @@ class _Request(Forwarder):
         if entry.timeouts.armed:
             act.deadlines.add(self)
         throttler = entry.throttler
+        if act.observer is not None:
+            self.cold = throttler.backends == 0
         waiter = throttler.acquire(self)
         if waiter is None:
             self.ex.respond_error(503, "pending request queue full")
@@ -245,7 +267,16 @@ class _Request(Forwarder):
             return  # the pod was marked gone between the grant and now: another one
         ex = self.ex
         watched = ex.watched
+        act = self.act
+        if act.observer is not None:
+            act.observer.on_wait_done(self.entry, act.clock() - self.start)
+        drop = _DROP
         extra = _PROXY_HEADER
+        span = self.span
+        if span is not None:
+            span.wait_done()  # throttler_try (§3.10)
+            extra += span.propagation
+            drop = _DROP_TRACED
         if b"k-original-host" not in watched:
             host = watched.get(b"host")
             if host:
@@ -257,7 +288,7 @@ class _Request(Forwarder):
             # Go's reverse proxy appends the client to X-Forwarded-For (§3.7).
             client = ex.client_ip
             extra += b"X-Forwarded-For: " + (xff + b", " + client if client else xff) + b"\r\n"
-        if self.act.pod_addressability:
+        if act.pod_addressability:
             target = self.entry.private_host
             extra += b"K-Passthrough-Lb: true\r\n"
         else:
@@ -265,7 +296,25 @@ class _Request(Forwarder):
         pool = tracker.pool
         if pool is None or pool.closing:
             pool = self.entry.pool_for(tracker.dest)
-        self.forward(pool, build_request_head(ex, target, _DROP, extra))
+        self.forward(pool, build_request_head(ex, target, drop, extra))
+
+    # ---- the first byte from a pod ends a cold start ---------------------------------------
+
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
+        if self.cold:
+            self._cold_start_done()
+        Forwarder.on_response_head(self, status, reason, head)
+
+    def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
+        if self.cold:
+            self._cold_start_done()
+        Forwarder.on_response(self, status, reason, head, body)
+
+    def _cold_start_done(self) -> None:
+        self.cold = False
+        act = self.act
+        if act.observer is not None:
+            act.observer.on_cold_start(self.entry, act.clock() - self.start)
 
     # ---- a pod that never got the request (Sluice addition to §3.6) --------------------
 
@@ -331,7 +380,13 @@ class _Request(Forwarder):
         waiter = self.waiter
         if waiter is not None:
             entry.throttler.release(waiter)
+        now = act.clock()
         if self.stats is not None:
-            self.stats.request_out(act.clock())
+            self.stats.request_out(now)
         self.ex.on_abort = None
         act.request_finished()
+        status = self.ex.status or 500
+        if self.span is not None:
+            self.span.end(status)
+        if act.observer is not None:
+            act.observer.on_request_done(entry, status, now - self.start)

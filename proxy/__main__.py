@@ -10,10 +10,12 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sluice import aio
-from sluice.config import ConfigError
+from sluice.config import ConfigError, parse_go_bool
 from sluice.http.client import UpstreamPool
 from sluice.http.forward import WEBSOCKET_CLOSE_GRACE
 from sluice.http.server import HttpServer
@@ -24,12 +26,15 @@ from sluice.wire import Stat, encode_stat
 from .config import QueueProxyConfig
 from .drain import Drainer
 from .handler import WATCHED_HEADERS, QueueProxy
-from .observability import ObservabilityConfig
+from .observability import LEGACY_ENV, ObservabilityConfig
 from .observer import QueueProxyObserver
-from .prometheus import CONTENT_TYPE, QueueProxyMetrics
 from .readiness import ReadinessProber, parse_readiness_probes
 from .requestlog import RequestLogRevision, RequestLogTemplate
-from .servers import AdminHandler, PrometheusHandler, StatsHandler
+from .servers import AdminHandler, StatsHandler
+
+if TYPE_CHECKING:
+    from .metrics import QueueProxyMetrics
+    from .telemetry import QueueProxyTelemetry
 
 log = logging.getLogger("queueproxy")
 
@@ -41,9 +46,10 @@ _GO_IN_FLIGHT_GRACE = 60.0  # §2.11
 LONG_LIVED_CLOSE_MARGIN = WEBSOCKET_CLOSE_GRACE + 0.5
 
 
-def build_observer(cfg: QueueProxyConfig, obs: ObservabilityConfig) -> QueueProxyObserver | None:
-    """Request logs and :9091 metrics, or None when neither is configured (§2.10)."""
-    metrics = QueueProxyMetrics(queue_depth=cfg.container_concurrency > 0) if obs.prometheus_address() else None
+def build_observer(
+    cfg: QueueProxyConfig, obs: ObservabilityConfig, metrics: QueueProxyMetrics | None
+) -> QueueProxyObserver | None:
+    """Request logs and user metrics, or None when neither is configured (§2.10)."""
     template = RequestLogTemplate.parse(obs.request_log_template) if obs.request_log_enabled else None
     if metrics is None and template is None:
         return None
@@ -70,10 +76,24 @@ class QueueProxyProcess:
         cfg: QueueProxyConfig,
         prober: ReadinessProber | None,
         obs: ObservabilityConfig | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.obs = obs or ObservabilityConfig()
-        self.observer = build_observer(cfg, self.obs)
+        # Metrics and tracing modules (and the OpenTelemetry SDK) load only when configured (§2.2).
+        self.telemetry: QueueProxyTelemetry | None = None
+        if self.obs.metrics_export.enabled or self.obs.trace_export.enabled:
+            from .telemetry import QueueProxyTelemetry
+
+            depth = self._queue_depth if cfg.container_concurrency > 0 else None
+            try:
+                self.telemetry = QueueProxyTelemetry(cfg, self.obs, environ or {}, depth)
+            except ImportError as exc:
+                from sluice.telemetry.config import missing_extra
+
+                log.error(missing_extra(exc))
+        telemetry = self.telemetry
+        self.observer = build_observer(cfg, self.obs, telemetry.metrics if telemetry is not None else None)
         self.started = time.monotonic()
         self.drainer = Drainer(cfg.drain_quiet_period)
         cc = cfg.container_concurrency
@@ -88,6 +108,7 @@ class QueueProxyProcess:
             drainer=self.drainer,
             readiness=prober,
             observer=self.observer,
+            tracer=telemetry.tracer if telemetry is not None else None,
         )
         self.main_server = HttpServer(self.handler, watch=WATCHED_HEADERS)
         self.stats = StatsHandler()
@@ -95,13 +116,19 @@ class QueueProxyProcess:
         self.stats_server = HttpServer(self.stats)
         self.admin_server = HttpServer(AdminHandler(self.wait_for_drain))
         self.user_metrics_server: HttpServer | None = None
-        if self.observer is not None and self.observer.metrics is not None:
-            registry = self.observer.metrics.registry
-            self.user_metrics_server = HttpServer(PrometheusHandler(registry.render, CONTENT_TYPE.encode()))
+        export = telemetry.export if telemetry is not None else None
+        if export is not None and export.registry is not None:
+            from sluice.telemetry.metrics import ScrapeHandler
+
+            self.user_metrics_server = HttpServer(ScrapeHandler(export))
         self.sigterm = asyncio.Event()
         self.stopped = asyncio.Event()
         # The 1 s Stat tick (§2.9); a Ticker so a stall or a raising tick cannot end it (issue 13).
         self.stats_ticker = Ticker(_STATS_PERIOD, self._tick, name="queue-proxy stats", logger=log)
+
+    def _queue_depth(self) -> int:
+        breaker = self.handler.breaker
+        return breaker.admitted if breaker is not None else 0
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -219,6 +246,8 @@ class QueueProxyProcess:
                 conn.close()
         self.handler.deadlines.close()
         self.pool.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
         self.stopped.set()
 
     async def shutdown(self) -> None:
@@ -242,11 +271,14 @@ class QueueProxyProcess:
         if self.user_metrics_server is not None:
             await self.user_metrics_server.shutdown(timeout=1.0)
         self.pool.close()
+        # OTLP: the last interval's metrics and the batched spans leave before exit.
+        if self.telemetry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.telemetry.shutdown)
         self.stopped.set()
 
 
 async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None, obs: ObservabilityConfig) -> int:
-    proc = QueueProxyProcess(cfg, prober, obs)
+    proc = QueueProxyProcess(cfg, prober, obs, os.environ)
     loop = asyncio.get_running_loop()
     shutdown_tasks: list[asyncio.Task[None]] = []
     started = False
@@ -281,6 +313,11 @@ def main() -> None:
         obs = ObservabilityConfig.from_json(cfg.observability_config)
         if obs.request_log_enabled:
             RequestLogTemplate.parse(obs.request_log_template)  # a bad template stops the start
+        if os.environ.get(LEGACY_ENV):
+            try:
+                parse_go_bool(os.environ[LEGACY_ENV])
+            except ValueError:
+                raise ValueError(f"{LEGACY_ENV}: expected true or false, got {os.environ[LEGACY_ENV]!r}") from None
     except (ConfigError, ValueError) as exc:
         print(f"sluice-queue-proxy: {exc}", file=sys.stderr)
         sys.exit(1)
