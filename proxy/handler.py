@@ -20,7 +20,8 @@ from typing import Protocol
 from sluice.breaker import Breaker, Ticket
 from sluice.http.client import UpstreamPool
 from sluice.http.deadlines import DeadlineScanner, RequestTimeouts
-from sluice.http.forward import Forwarder, answer_timeout, build_request_head
+from sluice.http.forward import Forwarder, answer_timeout, build_request_head, without_not_sent
+from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
 from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
 
@@ -354,6 +355,14 @@ class _Request(Forwarder):
         return b"".join(extra)
 
     # ---- timeouts (§2.8) ----------------------------------------------------
+
+    # ---- the app's 502s never carry the not-sent mark (see without_not_sent) ----------------
+
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
+        Forwarder.on_response_head(self, status, reason, without_not_sent(head) if status == 502 else head)
+
+    def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
+        Forwarder.on_response(self, status, reason, without_not_sent(head) if status == 502 else head, body)
 
     def on_tick(self, now: float) -> None:
         """Called by the shared DeadlineScanner while this request is active (§2.8)."""

@@ -23,6 +23,7 @@ __all__ = [
     "answer_timeout",
     "build_request_head",
     "go_error_text",
+    "without_not_sent",
 ]
 
 # Headers the forwarder writes itself (framing) or the caller re-adds.
@@ -37,6 +38,30 @@ _NOT_SENT_LINE = b"\nx-sluice-not-sent:"  # searched in "\n" + the lower-cased h
 # Methods a keep-alive race may send twice (Go's net/http `isReplayable`, less the
 # Idempotency-Key header rule).
 _REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+class _EditedHead:
+    """A RelayedHead whose header block was edited (see `without_not_sent`)."""
+
+    __slots__ = ("block", "content_length", "has_date", "upgrade_lines")
+
+    def __init__(self, block: bytes, content_length: int | None, has_date: bool, upgrade_lines: bytes) -> None:
+        self.block = block
+        self.content_length = content_length
+        self.has_date = has_date
+        self.upgrade_lines = upgrade_lines
+
+
+def without_not_sent(head: RelayedHead) -> RelayedHead:
+    """`head` minus any NOT_SENT_HEADER line. For a hop whose upstream is an app (the
+    queue-proxy): an app's own 502 must never claim the request reached no app, or an app
+    that relays another service's Sluice 502 as is would have its request replayed
+    elsewhere by the activator or the ingress. Called for 502s only, off the hot path."""
+    block = head.block
+    if _NOT_SENT_LINE not in b"\n" + block.lower():
+        return head
+    kept = [line for line in block.splitlines(keepends=True) if not line.lower().startswith(_NOT_SENT_LINE[1:])]
+    return _EditedHead(b"".join(kept), head.content_length, head.has_date, head.upgrade_lines)
 
 
 def build_request_head(

@@ -44,3 +44,29 @@ async def test_a_refused_dial_is_answered_502_marked_not_sent(make_qp: MakeQP) -
     assert resp.body.endswith(b"connect: connection refused\n")
     assert resp.header("X-Sluice-Not-Sent") == "true"
     assert resp.header("X-Content-Type-Options") == "nosniff"
+
+
+async def test_an_apps_own_502_never_claims_not_sent(make_qp: MakeQP) -> None:
+    """An app that relays another service's Sluice 502 as is (a gateway) must not get its request
+    replayed elsewhere: the mark is stripped from whatever the app answers, whole or streamed."""
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line, _, _ = await read_request_head(reader)
+            if line.startswith("GET /whole"):
+                writer.write(
+                    b"HTTP/1.1 502 Bad Gateway\r\nX-Sluice-Not-Sent: true\r\nX-App: 1\r\nContent-Length: 3\r\n\r\nbad"
+                )
+            else:
+                writer.write(
+                    b"HTTP/1.1 502 Bad Gateway\r\nx-sluice-not-sent: true\r\nX-App: 1\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n"
+                )
+            await writer.drain()
+
+    async with raw_upstream(app) as port:
+        qp = await make_qp(port)
+        for path in ("/whole", "/streamed"):
+            resp = await http_request(qp.port, get(path))
+            assert (resp.status, resp.body, resp.header("X-App")) == (502, b"bad", "1"), path
+            assert resp.header("X-Sluice-Not-Sent") is None, path
