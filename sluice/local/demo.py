@@ -1,5 +1,6 @@
-"""The README's main job: `sluice local` serving the autoscale sample, showing
-scale-from-zero, a burst that scales out, and the return to zero.
+"""The README's main job (`./scripts/demo`, or `python -m sluice.local.demo` from an installed
+wheel): `sluice local` serving the shipped autoscale sample, showing scale-from-zero, a burst
+that scales out, and the return to zero.
 
 Runs `sluice local up` as a child (its own state dir, so it touches nothing else),
 drives traffic on loopback only, prints what the data plane does, writes a PNG
@@ -20,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "examples" / "autoscale.yaml"
 URL_PATH = "/autoscale/"
 
 
@@ -99,14 +98,15 @@ def wait_for(home: Path, what: str, check: Any, timeout: float) -> dict[str, Any
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
+    ap.add_argument("--net", default="127.77", help="loopback block for the activator, autoscaler and pods")
     ap.add_argument("--report", type=Path, default=Path("sluice-demo.png"))
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
-    print(f"== sluice local up -f {MANIFEST.relative_to(ROOT)}  (state in {home})")
+    print(f"== sluice local up --example autoscale  (state in {home})")
     up = subprocess.Popen(
         sluice(
-            home, "up", "-f", str(MANIFEST), "--port", str(args.port),
+            home, "up", "--example", "autoscale", "--port", str(args.port), "--net", args.net,
             # Start at zero and come back quickly, so the demo shows both ends.
             "--autoscaler-config", "allow-zero-initial-scale=true",
             "--autoscaler-config", "initial-scale=0",
