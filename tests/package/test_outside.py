@@ -32,7 +32,7 @@ from tests.support import ROOT
 
 from .support import Run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the build alone may take minutes
 
 BUILD_TIMEOUT = 900  # the mypyc build takes 1-3 min on 2 busy cores; the bound only stops a hang
 
