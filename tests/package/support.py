@@ -4,11 +4,14 @@ that nothing is left in it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,3 +82,21 @@ class Run:
 
     def leftover_temp_files(self) -> list[str]:
         return sorted(str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*"))
+
+    def assert_clean(self) -> None:
+        """No marked process alive (after a short grace) and nothing left in TMPDIR."""
+        assert self.wait_no_survivors() == []
+        assert self.leftover_temp_files() == []
+
+    @contextlib.contextmanager
+    def process(self, argv: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+        """A marked child with piped text output, killed if still running when the block ends."""
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()

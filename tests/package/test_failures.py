@@ -5,6 +5,7 @@ structured log line when there is no cluster to talk to."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -85,19 +86,13 @@ def test_broken_package_data_stops_up_at_once_naming_the_file(tmp_path: Path, br
     # Under a second on a quiet machine (~0.4 s here: interpreter start and imports); generous
     # for a loaded CI runner, far from the 30 s cache timeout it replaces.
     assert took < 3.0, f"took {took:.2f}s"
-    assert not run.state() and run.survivors() == [] and run.leftover_temp_files() == []
+    assert not run.state()
+    run.assert_clean()
 
 
-def _start(run: Run, extra_env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sluice.local.cli", *run.up_args(), "--example", "autoscale"],
-        cwd=run.root,
-        env=run.env() | extra_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+def _up(run: Run, extra_env: dict[str, str]) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    argv = [sys.executable, "-m", "sluice.local.cli", *run.up_args(), "--example", "autoscale"]
+    return run.process(argv, run.env() | extra_env, run.root)
 
 
 # The autoscaler refuses this value and exits; the supervisor restarts it with a back-off, and
@@ -120,44 +115,32 @@ def _wait_started_not_ready(run: Run, proc: subprocess.Popen[str]) -> None:
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path) -> None:
     run = Run(tmp_path)
-    proc = _start(run, BROKEN_AUTOSCALER)
-    try:
+    with _up(run, BROKEN_AUTOSCALER) as proc:
         _wait_started_not_ready(run, proc)
         assert run.survivors(), "the activator and autoscaler should be running"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted during start-up" in err and "Traceback" not in err, err
     assert took < 15, f"stopping took {took:.1f}s"
-    assert run.wait_no_survivors() == []
-    assert run.leftover_temp_files() == []
+    run.assert_clean()
     assert not (run.home / "state.json").exists()
 
 
 @pytest.mark.slow
 def test_a_failed_start_stops_everything_with_one_message(tmp_path: Path) -> None:
     run = Run(tmp_path)
-    proc = _start(run, BROKEN_AUTOSCALER)
-    try:
+    with _up(run, BROKEN_AUTOSCALER) as proc:
         _wait_started_not_ready(run, proc)
         _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, err
     # The restarts are logged as they happen; the failure itself is one message.
     assert err.count("sluice local: error:") == 1 and "Traceback" not in err, err
     assert "sluice local: error: autoscaler keeps exiting" in err
     assert "SLUICE_FORWARD_PORT" in err  # the log tail says why
-    assert run.wait_no_survivors() == []
-    assert run.leftover_temp_files() == []
+    run.assert_clean()
 
 
 # ---- the components' command lines ----------------------------------------------------------
