@@ -160,6 +160,7 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     # is one message naming the file, not a start-up that times out.
     from .data import PackageDataError, verify
     from .kubeapi.crd import CRDError
+    from .kubeapi.tls import TLSError
 
     try:
         verify()
@@ -185,7 +186,7 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     except StartupInterrupted as exc:
         print(f"sluice local: {exc}; everything it started is stopped", file=sys.stderr)
         return 130
-    except (StartupError, CRDError, PackageDataError) as exc:
+    except (StartupError, CRDError, PackageDataError, TLSError) as exc:
         return _err(str(exc))
     except KeyboardInterrupt:
         pass
