@@ -43,6 +43,20 @@ def revision(home: Path) -> dict[str, Any]:
     return {}
 
 
+class DemoFailed(Exception):
+    pass
+
+
+def pod_problems(home: Path) -> str:
+    """Why the pods are not serving, from `status` (a command that cannot start, a crash)."""
+    seen = []
+    for pod in revision(home).get("pods", []):
+        why = pod.get("waiting_message") or pod.get("waiting") or (pod.get("last_exit") or {}).get("output")
+        if why:
+            seen.append(f"pod {pod['name']}: {why}")
+    return "; ".join(seen) or "no pod reported a problem"
+
+
 def line(rev: dict[str, Any]) -> str:
     return (
         f"pods ready/desired {rev.get('ready_pods', 0)}/{rev.get('desired', 0)}  "
@@ -122,6 +136,8 @@ def main() -> int:
 
         print("== first request to a service with no pod (scale from zero)")
         code, took = asyncio.run(get(args.port, f"{URL_PATH}?sleep=10"))
+        if code != 200:
+            raise DemoFailed(f"GET {URL_PATH} → {code} after {took:.0f} s; {pod_problems(home)}")
         print(f"  GET {URL_PATH} → {code} in {took * 1000:.0f} ms (activator held it while a pod started)")
 
         print("== a burst: 40 concurrent clients for 12 s, 300 ms requests, target 10 per pod")
@@ -147,7 +163,7 @@ def main() -> int:
         subprocess.run(sluice(home, "report", "-o", str(args.report)), check=False, timeout=60)
         print(f"== report: {args.report}")
         return 0 if ok == len(codes) else 1
-    except (TimeoutError, KeyboardInterrupt) as exc:
+    except (TimeoutError, DemoFailed, KeyboardInterrupt) as exc:
         print(f"demo stopped: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     finally:

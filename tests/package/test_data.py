@@ -70,6 +70,11 @@ def test_examples_ship_and_load_by_name() -> None:
     assert {"autoscale", "traffic-split"} <= set(example_names())
     assert [m.name for m in load_manifests([example_path("autoscale")])] == ["autoscale"]
     assert (EXAMPLES_DIR / "autoscale.py").is_file()  # the app the manifest's command runs
+    for name in example_names():
+        for m in load_manifests([example_path(name)]):
+            # `python3`: Debian and others have no `python` command outside a venv.
+            commands = [c["command"][0] for c in m.body["spec"]["template"]["spec"]["containers"]]
+            assert commands == ["python3"], (name, commands)
     assert dict(example_summaries())["autoscale"]
     with pytest.raises(PackageDataError, match="no example named 'nope' \\(available: autoscale"):
         example_path("nope")

@@ -63,10 +63,19 @@ class Installed:
         return str(self.venv / "bin" / name)
 
     def env(self, run: Run) -> dict[str, str]:
-        # An activated venv (the README's way): the samples' `python` is the venv's.
+        """A fresh machine's environment, as after a pipx-style install: `sluice` is called by
+        its path, its venv is not activated, so the samples' `python3` is the system's."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "PYTHON", "VIRTUAL_ENV"))}
-        base["PATH"] = f"{self.venv / 'bin'}:{base.get('PATH', '/usr/bin:/bin')}"
-        return run.env(base)
+        return run.env(base | {"PATH": _plain_path()})
+
+
+PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _plain_path() -> str:
+    """No pyenv shims or activated venvs (which would hide a sample that needs `python`, absent
+    from Debian), unless this machine has no python3 there at all."""
+    return PLAIN_PATH if shutil.which("python3", path=PLAIN_PATH) else os.environ["PATH"]
 
 
 @pytest.fixture(scope="session")
@@ -179,8 +188,7 @@ def test_demo_runs_in_a_clone(clone: Path, installed: Installed, tmp_path: Path)
         for artifact in hatch_build.artifacts():
             (demo / artifact).write_bytes(wheel.read(artifact))
     assert hatch_build.current(demo)
-    env = installed.env(run)
-    env["PATH"] = env["PATH"].split(":", 1)[1]  # a plain shell: the demo makes and uses its own .venv
+    env = installed.env(run)  # a plain shell: the demo makes and uses its own .venv
     try:
         done = subprocess.run(
             ["./scripts/demo", "--port", str(run.port), "--net", run.net, "--report", str(tmp_path / "demo.png")],
