@@ -5,7 +5,6 @@ that nothing is left in it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import subprocess
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.local.state import StateDir
 from tests.support import free_port
 
 MARK = "PKG_TEST_MARK"  # not SLUICE_*: the kubelet passes other variables on to the pods too
@@ -51,11 +51,7 @@ class Run:
         return ["local", "--home", str(self.home), "up", "--net", self.net, "--port", str(self.port)]
 
     def state(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self.home / "state.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
+        return StateDir(self.home).read_state() or {}
 
     def survivors(self) -> list[str]:
         """Processes still alive that carry this run's mark (any descendant of the run)."""

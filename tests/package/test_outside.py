@@ -164,9 +164,12 @@ def test_sluice_local_from_the_wheel_in_another_directory(installed: Installed, 
         cold = time.monotonic() - t0
         assert (status, "Revision: autoscale-00001.") == (200, body.split("Slept for 10 milliseconds. ")[1].strip())
         print(f"scale from zero through the installed wheel: {cold * 1000:.0f} ms")
-        shown = _run([sluice, "local", "--home", str(run.home), "status"], cwd=elsewhere, env=env, timeout=30)
+        local = [sluice, "local", "--home", str(run.home)]
+        shown = _run([*local, "status"], cwd=elsewhere, env=env, timeout=30)
         assert "autoscale" in shown.stdout
-        _run([sluice, "local", "--home", str(run.home), "down"], cwd=elsewhere, env=env, timeout=90)
+        again = _run([*local, "apply", "--example", "autoscale"], cwd=elsewhere, env=env, timeout=60)
+        assert again.stdout.strip() == "service.serving.knative.dev/autoscale unchanged"
+        _run([*local, "down"], cwd=elsewhere, env=env, timeout=90)
         _, err = up.communicate(timeout=60)
     assert up.returncode == 0, err
     assert "Traceback" not in err and "WARNING" not in err, err
