@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def main() -> int:
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
+    passed = False
     print(f"== sluice local up --example autoscale  (state in {home})")
     up = subprocess.Popen(
         sluice(
@@ -162,7 +164,8 @@ def main() -> int:
         wait_for(home, "scale to zero", lambda r: r.get("desired", 1) == 0 and r.get("ready_pods", 1) == 0, 90)
         subprocess.run(sluice(home, "report", "-o", str(args.report)), check=False, timeout=60)
         print(f"== report: {args.report}")
-        return 0 if ok == len(codes) else 1
+        passed = ok == len(codes)
+        return 0 if passed else 1
     except (TimeoutError, DemoFailed, KeyboardInterrupt) as exc:
         print(f"demo stopped: {exc or 'interrupted'}", file=sys.stderr)
         return 1
@@ -174,7 +177,12 @@ def main() -> int:
                 up.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
-        print("== stopped")
+        # The state dir holds the processes' logs: kept only when something went wrong.
+        if passed:
+            shutil.rmtree(home, ignore_errors=True)
+            print("== stopped")
+        else:
+            print(f"== stopped; logs kept in {home / 'logs'}")
 
 
 if __name__ == "__main__":

@@ -220,3 +220,4 @@ def test_demo_runs_in_a_clone(clone: Path, installed: Installed, tmp_path: Path)
     assert "GET /autoscale/" in done.stdout and "× 200, 0 other" in done.stdout, done.stdout
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert left == []
+    assert run.leftover_temp_files() == []  # the demo's own state dir included (it is made in TMPDIR)
