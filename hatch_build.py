@@ -21,7 +21,9 @@ SLUICE_PURE_PYTHON=1. SLUICE_NATIVE=0 skips building altogether.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -97,9 +99,16 @@ def build(out: Path, root: Path = ROOT) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="sluice-mypyc-") as tmp:
         os.chdir(root)  # mypyc names modules after their paths relative to the working directory
         try:
-            extensions = mypycify(
-                list(NATIVE_MODULES), opt_level="3", group_name=GROUP, target_dir=str(Path(tmp) / "c")
-            )
+            # mypyc prints its notes (e.g. "Treating generator comprehension as list") on
+            # stdout: shown only when the build fails, so a working build prints no warnings.
+            notes = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(notes):
+                    extensions = mypycify(
+                        list(NATIVE_MODULES), opt_level="3", group_name=GROUP, target_dir=str(Path(tmp) / "c")
+                    )
+            except SystemExit as exc:  # mypyc exits on type errors
+                raise RuntimeError(f"mypyc failed:\n{notes.getvalue().strip()}") from exc
             dist = Distribution({"name": "sluice-native", "ext_modules": extensions})
             cmd: Any = dist.get_command_obj("build_ext")
             cmd.build_lib = str(out)

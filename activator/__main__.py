@@ -1,5 +1,12 @@
 """`sluice-activator` / `python -m activator`: parses the configuration and wires the
-activator's objects (CONTRACT.md §3). No request logic lives here."""
+activator's objects (CONTRACT.md §3). No request logic lives here.
+
+Configured by its environment as Knative's activator is (§3.1): `POD_NAME`, `POD_IP` (required),
+`SYSTEM_NAMESPACE`, `CONFIG_LOGGING_NAME`, `CONFIG_OBSERVABILITY_NAME`, the proxy pool sizes and
+probe timings; `SLUICE_*` variables override ports, the autoscaler's URL and the drain sleep for
+running without a cluster network (`sluice local`, tests). It reads `config-network`,
+`config-observability` and `config-logging` and watches revisions, endpoints and services, so it
+needs a Kubernetes API: in-cluster, or the kubeconfig in SLUICE_KUBECONFIG / KUBECONFIG."""
 
 from __future__ import annotations
 
@@ -314,7 +321,11 @@ async def _read_configmaps(cfg: ActivatorConfig, api_client: Any) -> tuple[Netwo
 
 
 async def serve(cfg: ActivatorConfig) -> int:
-    api_client = await make_api_client(cfg.kubeconfig)
+    try:
+        api_client = await make_api_client(cfg.kubeconfig)
+    except Exception as exc:  # NoClusterError, or a kubeconfig kubernetes-asyncio refuses
+        log.error(f"cannot configure the Kubernetes client: {exc}")
+        return 1
     try:
         try:
             network, observability, level = await _read_configmaps(cfg, api_client)
@@ -358,6 +369,10 @@ async def serve(cfg: ActivatorConfig) -> int:
 
 
 def main() -> None:
+    if sys.argv[1:]:
+        from sluice.entrypoint import component_args, env_keys
+
+        component_args("sluice-activator", __doc__, env_keys(ActivatorConfig.from_env))
     try:
         cfg = ActivatorConfig.from_env(os.environ)
     except ConfigError as exc:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 from sluice import aio
 from sluice.config import ConfigError, Reader, cluster_domain
+from sluice.kube import kubeconfig_from_env
 from sluice.logs import configure_logging
 
 from .app import AutoscalerApp, Options
@@ -98,6 +99,10 @@ async def run(environ: Mapping[str, str], options: Options) -> int:
 
 
 def main() -> None:
+    if sys.argv[1:]:
+        from sluice.entrypoint import component_args, env_keys
+
+        component_args("sluice-autoscaler", __doc__, env_keys(options_from_env, kubeconfig_from_env))
     environ = dict(os.environ)
     try:
         options = options_from_env(environ)

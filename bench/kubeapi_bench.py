@@ -24,7 +24,7 @@ import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CRD_DIR = ROOT.parent / "shared/knative/config/300-resources"
+CRD_DIR = ROOT / "sluice/local/data/knative/300-resources"
 PA = "/apis/autoscaling.internal.knative.dev/v1alpha1/namespaces/default/podautoscalers"
 PODS = "/api/v1/namespaces/default/pods"
 

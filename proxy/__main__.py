@@ -1,5 +1,9 @@
 """`sluice-queue-proxy` / `python -m proxy`: parses the environment and wires the
-queue-proxy's listeners (CONTRACT.md §2). No logic lives here."""
+queue-proxy's listeners (CONTRACT.md §2). No logic lives here.
+
+The queue-proxy sidecar of a Knative revision pod, configured by the environment the Knative
+controller injects (§2.1: SERVING_*, USER_PORT, QUEUE_SERVING_PORT, CONTAINER_CONCURRENCY,
+REVISION_TIMEOUT_SECONDS, ...). It needs no Kubernetes API."""
 
 from __future__ import annotations
 
@@ -307,6 +311,10 @@ async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None, obs: Obse
 
 
 def main() -> None:
+    if sys.argv[1:]:  # argparse only then: the sidecar's start-up time matters
+        from sluice.entrypoint import component_args, env_keys
+
+        component_args("sluice-queue-proxy", __doc__, env_keys(QueueProxyConfig.from_env))
     try:
         cfg = QueueProxyConfig.from_env(os.environ)
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)

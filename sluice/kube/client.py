@@ -11,9 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_KUBECONFIG", "api_client_from_env", "kubeconfig_from_env", "new_api_client"]
+__all__ = ["DEFAULT_KUBECONFIG", "NoClusterError", "api_client_from_env", "kubeconfig_from_env", "new_api_client"]
 
 DEFAULT_KUBECONFIG = "~/.kube/config"  # kubectl's (and kubernetes-asyncio's) fallback
+
+
+class NoClusterError(Exception):
+    """Neither an in-cluster service account nor the kubeconfig file to use is there; the message
+    says which was looked for (the components log it as their one line before exiting)."""
 
 
 async def new_api_client(kubeconfig: str | Path | None, context: str | None = None) -> Any:
@@ -26,9 +31,24 @@ async def new_api_client(kubeconfig: str | Path | None, context: str | None = No
 
     config: Any = _config  # partially typed upstream; we call two entry points
     if kubeconfig is None:
-        config.load_incluster_config()
+        try:
+            config.load_incluster_config()
+        except config.ConfigException as exc:
+            raise NoClusterError(
+                f"no in-cluster configuration ({exc}) and no kubeconfig given (set SLUICE_KUBECONFIG or KUBECONFIG)"
+            ) from None
         return client.ApiClient()
-    return await config.new_client_from_config(config_file=str(kubeconfig), context=context)
+    return await config.new_client_from_config(config_file=_existing(kubeconfig), context=context)
+
+
+def _existing(kubeconfig: str | Path) -> str:
+    """The kubeconfig path, `~` expanded, checked here: for a missing file the library logs a
+    warning and then fails on the empty config it made up ("Expected key current-context"),
+    which names neither the file nor the cause."""
+    path = Path(kubeconfig).expanduser()
+    if not path.is_file():
+        raise NoClusterError(f"kubeconfig {kubeconfig} not found, and not in a cluster (KUBERNETES_SERVICE_HOST unset)")
+    return str(path)
 
 
 def kubeconfig_from_env(environ: Mapping[str, str]) -> str | None:

@@ -24,10 +24,26 @@ from .status import render_status
 __all__ = ["main"]
 
 PROG = "sluice local"
+EXAMPLE_HELP = "a sample Service shipped with Sluice, e.g. autoscale (repeatable; `--example list` lists them)"
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from sluice.entrypoint import version_text
+
+        from .data import PackageDataError, knative_serving_commit
+
+        try:
+            knative = f"Knative Serving manifests from knative/serving@{knative_serving_commit()[:12]}"
+        except PackageDataError as exc:
+            knative = f"Knative manifests missing: {exc}"
+        print(f"{version_text('sluice')}\n{knative}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sluice", description="Sluice: a Python data plane for Knative Serving.")
+    top.add_argument("--version", action=_Version, nargs=0, help="show the version and the pinned Knative release")
     top_sub = top.add_subparsers(dest="group", required=True)
     local = top_sub.add_parser("local", help="run Knative Services on this machine, without Kubernetes")
     local.add_argument(
@@ -37,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start (in the foreground; Ctrl-C stops everything) and apply manifests")
     up.add_argument("-f", "--filename", action="append", default=[], help="Service manifest (repeatable)")
+    up.add_argument("--example", action="append", default=[], metavar="NAME", help=EXAMPLE_HELP)
     up.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     up.add_argument("--host", default="127.0.0.1", help="ingress address (default 127.0.0.1)")
     up.add_argument("--net", default="127.77", help="loopback block for activator/autoscaler/pods (default 127.77)")
@@ -54,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background; stop with `down`")
 
     apply = sub.add_parser("apply", help="create or update Services in the running instance")
-    apply.add_argument("-f", "--filename", action="append", required=True)
+    apply.add_argument("-f", "--filename", action="append", default=[], help="Service manifest (repeatable)")
+    apply.add_argument("--example", action="append", default=[], metavar="NAME", help=EXAMPLE_HELP)
 
     delete = sub.add_parser("delete", help="delete a Service")
     delete.add_argument("name")
@@ -97,6 +115,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 # ---- up / apply / delete ---------------------------------------------------------------------
 
 
+def _files(args: argparse.Namespace) -> list[str] | None:
+    """`-f` files plus the manifests of `--example` names (None: answered or refused here)."""
+    from .data import PackageDataError, example_path, example_summaries
+
+    if "list" in args.example:
+        for name, summary in example_summaries():
+            print(f"{name:16} {summary}")
+        return None
+    try:
+        return [*args.filename, *(str(example_path(name)) for name in args.example)]
+    except PackageDataError as exc:
+        _err(str(exc))
+        return None
+
+
 def _load(files: list[str]) -> Any:
     try:
         return load_manifests(files)
@@ -119,7 +152,11 @@ def _parse_overrides(items: list[str]) -> dict[str, str] | None:
 
 
 def _up(args: argparse.Namespace, state: StateDir) -> int:
-    manifests = _load(args.filename)
+    files = _files(args)
+    if files is None:
+        return 0 if "list" in args.example else 2
+    args.filename = files
+    manifests = _load(files)
     if manifests is None:
         return 2
     overrides = _parse_overrides(args.autoscaler_config)
@@ -128,9 +165,19 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     running = state.live_supervisor()
     if running is not None:
         return _up_while_running(args, state, running, manifests)
+    # The shipped CRDs and ConfigMaps, loaded before anything starts: a broken installation
+    # is one message naming the file, not a start-up that times out.
+    from .data import PackageDataError, verify
+    from .kubeapi.crd import CRDError
+    from .kubeapi.tls import TLSError
+
+    try:
+        verify()
+    except PackageDataError as exc:
+        return _err(f"cannot start: {exc}")
     if args.detach:
         return _detach(args, state)
-    from .supervisor import LocalOptions, StartupError, Supervisor
+    from .supervisor import LocalOptions, StartupError, StartupInterrupted, Supervisor
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = LocalOptions(
@@ -142,10 +189,13 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
         drain_quiet_period=args.drain_quiet_period,
         autoscaler_config=overrides,
     )
-    sup = Supervisor(opts)
     try:
+        sup = Supervisor(opts)
         asyncio.run(sup.run(manifests, on_ready=lambda s: _banner(s.opts, [m.name for m in manifests])))
-    except StartupError as exc:
+    except StartupInterrupted as exc:
+        print(f"sluice local: {exc}; everything it started is stopped", file=sys.stderr)
+        return 130
+    except (StartupError, CRDError, PackageDataError, TLSError) as exc:
         return _err(str(exc))
     except KeyboardInterrupt:
         pass
@@ -286,7 +336,12 @@ def _wait_listed(state: StateDir, keys: set[tuple[str, str]], timeout: float = 3
 
 
 def _apply(args: argparse.Namespace, state: StateDir) -> int:
-    manifests = _load(args.filename)
+    files = _files(args)
+    if files is None:
+        return 0 if "list" in args.example else 2
+    if not files:
+        return _err("apply needs -f FILE or --example NAME", 2)
+    manifests = _load(files)
     if manifests is None:
         return 2
     if state.live_supervisor() is None:

@@ -32,13 +32,17 @@ from .state import StateDir
 from .system import activator_env, autoscaler_env, component_argv, create_system_objects
 from .webhook import WEBHOOK, admission_hook
 
-__all__ = ["LocalOptions", "StartupError", "Supervisor"]
+__all__ = ["LocalOptions", "StartupError", "StartupInterrupted", "Supervisor"]
 
 log = logging.getLogger("sluice.local")
 
 
 class StartupError(Exception):
     pass
+
+
+class StartupInterrupted(StartupError):
+    """SIGINT/SIGTERM arrived before the instance was up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +275,22 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop_event.set)
         try:
-            await self.start(manifests)
+            # Ctrl-C during start-up stops it at once (not after the activator's 60 s readiness
+            # wait); shutdown() then stops whatever had been started.
+            starting = loop.create_task(self.start(manifests))
+            stopping = loop.create_task(self.stop_event.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                # Cancelled until it takes: on Python 3.11 asyncio.wait_for (in the start-up's
+                # probes) swallows a cancellation that lands just as its inner await completes.
+                while not starting.done():
+                    starting.cancel()
+                    await asyncio.wait((starting,), timeout=0.2)
+                if not starting.cancelled():
+                    starting.exception()  # retrieved: whatever it was, the user asked to stop
+                raise StartupInterrupted("interrupted during start-up")
+            stopping.cancel()
+            starting.result()
             if on_ready is not None:
                 on_ready(self)
             await self.stop_event.wait()

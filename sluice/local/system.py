@@ -13,11 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .controller.names import SYSTEM_NAMESPACE
+from .data import knative_configmaps
 from .kube import ALL, Kube, KubeError
-from .kubeapi import default_crd_dir
 
 __all__ = [
     "ACTIVATOR_SERVICE",
@@ -35,36 +33,12 @@ LOCAL_OVERRIDES: dict[str, dict[str, str]] = {
     # The queue-proxies serve :9091 (queue depth for `sluice local status`), see resources.py.
     "config-observability": {"request-metrics-protocol": "prometheus"},
 }
-CONFIGMAP_NAMES = (
-    "config-autoscaler",
-    "config-defaults",
-    "config-deployment",
-    "config-features",
-    "config-leader-election",
-    "config-logging",
-    "config-network",
-    "config-observability",
-)
 
 
 def shipped_configmaps() -> dict[str, dict[str, str]]:
-    """`data` of Knative's ConfigMaps from the shared config directory when present (its
-    `_example` keys only document defaults), else empty maps: either way Knative's defaults."""
-    out: dict[str, dict[str, str]] = {name: {} for name in CONFIGMAP_NAMES}
-    crds = default_crd_dir()
-    directory = crds.parent / "configmaps" if crds is not None else None
-    if directory is None or not directory.is_dir():
-        return out
-    for path in sorted(directory.glob("*.yaml")):
-        try:
-            for doc in yaml.safe_load_all(path.read_text()):
-                if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-                    name = (doc.get("metadata") or {}).get("name", "")
-                    if name in out:
-                        out[name] = {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
-        except (OSError, yaml.YAMLError):
-            continue
-    return out
+    """`data` of Knative's ConfigMaps as shipped in the package (sluice/local/data; their
+    `_example` keys only document defaults). A missing or corrupt file raises PackageDataError."""
+    return {name: dict(values) for name, values in knative_configmaps().items()}
 
 
 ACTIVATOR_SERVICE = "activator-service"

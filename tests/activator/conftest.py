@@ -20,11 +20,10 @@ from activator.__main__ import ActivatorProcess
 from activator.config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from autoscaler.statserver import StatServer
 from sluice.http.server import HttpExchange, HttpServer
-from sluice.local.kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
+from sluice.local.kubeapi import EmbeddedAPIServer, default_crd_dir, kube_client_from_kubeconfig
 from sluice.wire import Stat
-from tests.support import ROOT
 
-CRD_DIR = ROOT.parent / "shared/knative/config/300-resources"
+CRD_DIR = default_crd_dir()
 NS = "default"
 
 

@@ -23,13 +23,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from autoscaler.app import AutoscalerApp, Options
 from autoscaler.kube import call_obj
 from autoscaler.leaderelection import LeaderElectionConfig
-from sluice.local.kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
+from sluice.local.kubeapi import EmbeddedAPIServer, default_crd_dir, kube_client_from_kubeconfig
 from sluice.wire import Stat, encode_stat
 
 client: Any = _client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT.parent / "shared/knative/config/300-resources"
+CRD_DIR = default_crd_dir()
 SYSTEM_NS = "knative-serving"
 NS = "default"
 GROUP, VERSION = "autoscaling.internal.knative.dev", "v1alpha1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +10,9 @@ import yaml
 from autoscaler.annotations import RevisionAnnotations
 from autoscaler.config import AutoscalerConfig, ConfigStore
 from sluice.config import ConfigError
+from sluice.local.data import KNATIVE_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGMAPS = REPO.parent / "shared/knative/config/configmaps"
+CONFIGMAPS = KNATIVE_DIR / "configmaps"  # the packaged copies of Knative's ConfigMaps
 
 
 def _configmap(name: str) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from kubernetes_asyncio import client as _client
 from kubernetes_asyncio import watch as _watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from sluice.local.kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
+from sluice.local.kubeapi import EmbeddedAPIServer, default_crd_dir, kube_client_from_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT.parent / "shared/knative/config/300-resources"
+CRD_DIR = default_crd_dir()  # the packaged copies (tests/package/test_data.py checks them)
 
 # The generated client is typed for model objects; the tests send plain dicts, as Sluice's own
 # code does, so they go through these untyped aliases.

@@ -51,7 +51,8 @@ async def test_requests_without_the_token_get_401(server: EmbeddedAPIServer) -> 
 async def test_listens_on_loopback_and_kubeconfig_has_token(server: EmbeddedAPIServer, kubeconfig: Path) -> None:
     assert server.url.startswith("https://127.0.0.1:")
     cfg = yaml.safe_load(await asyncio.to_thread(kubeconfig.read_text))
-    assert cfg["clusters"][0]["cluster"]["certificate-authority-data"]
+    # A file, not inline data: kubernetes-asyncio would copy inline data to a temporary file.
+    assert await asyncio.to_thread(Path(cfg["clusters"][0]["cluster"]["certificate-authority"]).is_file)
     assert cfg["clusters"][0]["cluster"]["server"] == server.url
     assert cfg["users"][0]["user"]["token"] == server.token
     assert cfg["contexts"][0]["context"]["namespace"] == "default"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,9 +18,9 @@ from proxy.requestlog import (
     go_float,
     js_escape,
 )
+from sluice.local.data import KNATIVE_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-OBSERVABILITY_YAML = REPO_ROOT.parent / "shared/knative/config/configmaps/observability.yaml"
+OBSERVABILITY_YAML = KNATIVE_DIR / "configmaps/observability.yaml"  # the packaged copy
 
 REV = RequestLogRevision(
     name="hello-00001",

@@ -109,6 +109,6 @@ def load_crd_files(paths: Iterable[str | Path]) -> list[ResourceType]:
             try:
                 mtime = f.stat().st_mtime_ns
             except OSError as e:
-                raise CRDError(f"{f}: {e}") from e
+                raise CRDError(f"{f}: {e.strerror or e}") from e
             out.extend(_parse(str(f), mtime))
     return out

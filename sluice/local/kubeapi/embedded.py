@@ -31,20 +31,18 @@ log = logging.getLogger("sluice.kubeapi")
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-def default_crd_dir(start: Path | None = None) -> Path | None:
-    """`../shared/knative/config/300-resources` relative to the repository root, if present."""
-    here = (start or Path(__file__)).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "knative" / "config" / "300-resources"
-        if (parent / "pyproject.toml").exists() and candidate.is_dir():
-            return candidate
-    return None
+def default_crd_dir() -> Path:
+    """The directory of the Knative CRDs shipped in the package (sluice/local/data)."""
+    from ..data import CRD_FILES
+
+    return CRD_FILES[0].parent
 
 
 class EmbeddedAPIServer:
     """An embedded Kubernetes API server speaking the REST subset Sluice needs.
 
-    `crd_paths=None` loads the Knative CRDs from the shared config directory; pass `[]` for none.
+    `crd_paths=None` loads the Knative CRDs shipped in the package; pass `[]` for none. A CRD
+    that cannot be loaded raises `CRDError` naming the file.
     `history_size` bounds the watch history (older resourceVersions get 410 Gone).
     """
 
@@ -65,8 +63,9 @@ class EmbeddedAPIServer:
         self._port = port
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if crd_paths is None:
-            found = default_crd_dir()
-            crd_paths = [found] if found is not None else []
+            from ..data import CRD_FILES
+
+            crd_paths = CRD_FILES
         self.registry: Registry = default_registry()
         for t in load_crd_files(crd_paths):
             self.registry.add(t)
@@ -173,7 +172,10 @@ class EmbeddedAPIServer:
             self._tls_files = None
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        return write_kubeconfig(path, self.url, self.token, namespace, ca_cert=self.ca_cert)
+        """Names the certificate file (valid while the server runs) rather than inlining it, so
+        clients make no temporary copy of it (see kubeconfig_dict)."""
+        ca_file = self._tls_files[0] if self.tls and self._tls_files else None
+        return write_kubeconfig(path, self.url, self.token, namespace, ca_file=ca_file)
 
     async def __aenter__(self) -> EmbeddedAPIServer:
         await self.start()

@@ -13,10 +13,15 @@ CONTEXT = "sluice-local"
 
 
 def kubeconfig_dict(
-    server: str, token: str, namespace: str = "default", ca_cert: bytes | None = None
+    server: str, token: str, namespace: str = "default", ca_cert: bytes | None = None, ca_file: Path | None = None
 ) -> dict[str, Any]:
+    """`ca_file` (a path) wins over `ca_cert` (inline PEM): with inline data kubernetes-asyncio
+    writes the certificate to a temporary file in every process that loads the kubeconfig and
+    removes it only at a normal interpreter exit, so killed processes leave them behind."""
     cluster: dict[str, Any] = {"server": server}
-    if ca_cert:
+    if ca_file is not None:
+        cluster["certificate-authority"] = str(ca_file.resolve())
+    elif ca_cert:
         cluster["certificate-authority-data"] = base64.b64encode(ca_cert).decode()
     return {
         "apiVersion": "v1",
@@ -30,7 +35,12 @@ def kubeconfig_dict(
 
 
 def write_kubeconfig(
-    path: str | Path, server: str, token: str, namespace: str = "default", ca_cert: bytes | None = None
+    path: str | Path,
+    server: str,
+    token: str,
+    namespace: str = "default",
+    ca_cert: bytes | None = None,
+    ca_file: Path | None = None,
 ) -> Path:
     """Write atomically with mode 0600: the file holds the bearer token."""
     p = Path(path)
@@ -38,7 +48,7 @@ def write_kubeconfig(
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(kubeconfig_dict(server, token, namespace, ca_cert), f, sort_keys=False)
+        yaml.safe_dump(kubeconfig_dict(server, token, namespace, ca_cert, ca_file), f, sort_keys=False)
     os.replace(tmp, p)
     return p
 

@@ -2,7 +2,7 @@
 
 kubectl (client-go) only sends a bearer token over TLS, so a token-protected server must speak
 https for kubectl to use its kubeconfig unchanged. The certificate is self-signed for the
-loopback names and handed to clients as `certificate-authority-data` in the kubeconfig. It is
+loopback names and named in the kubeconfig as `certificate-authority` (a file path). It is
 made with the `openssl` command line tool (the stdlib cannot create certificates), or supplied
 by the caller.
 """

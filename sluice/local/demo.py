@@ -1,5 +1,6 @@
-"""The README's main job: `sluice local` serving the autoscale sample, showing
-scale-from-zero, a burst that scales out, and the return to zero.
+"""The README's main job (`./scripts/demo`, or `python -m sluice.local.demo` from an installed
+wheel): `sluice local` serving the shipped autoscale sample, showing scale-from-zero, a burst
+that scales out, and the return to zero.
 
 Runs `sluice local up` as a child (its own state dir, so it touches nothing else),
 drives traffic on loopback only, prints what the data plane does, writes a PNG
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "examples" / "autoscale.yaml"
 URL_PATH = "/autoscale/"
 
 
@@ -42,6 +42,20 @@ def revision(home: Path) -> dict[str, Any]:
         for rev in svc.get("revisions", []):
             return dict(rev)
     return {}
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def pod_problems(home: Path) -> str:
+    """Why the pods are not serving, from `status` (a command that cannot start, a crash)."""
+    seen = []
+    for pod in revision(home).get("pods", []):
+        why = pod.get("waiting_message") or pod.get("waiting") or (pod.get("last_exit") or {}).get("output")
+        if why:
+            seen.append(f"pod {pod['name']}: {why}")
+    return "; ".join(seen) or "no pod reported a problem"
 
 
 def line(rev: dict[str, Any]) -> str:
@@ -100,15 +114,16 @@ def wait_for(home: Path, what: str, check: Any, timeout: float) -> dict[str, Any
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
-    ap.add_argument("--report", type=Path, default=Path("sluice-demo.png"))
     ap.add_argument("--net", default="127.77", help="loopback block for the activator, autoscaler and pods")
+    ap.add_argument("--report", type=Path, default=Path("sluice-demo.png"))
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
-    print(f"== sluice local up -f {MANIFEST.relative_to(ROOT)}  (state in {home})")
+    passed = False
+    print(f"== sluice local up --example autoscale  (state in {home})")
     up = subprocess.Popen(
         sluice(
-            home, "up", "-f", str(MANIFEST), "--port", str(args.port), "--net", args.net,
+            home, "up", "--example", "autoscale", "--port", str(args.port), "--net", args.net,
             # Start at zero and come back quickly, so the demo shows both ends.
             "--autoscaler-config", "allow-zero-initial-scale=true",
             "--autoscaler-config", "initial-scale=0",
@@ -129,6 +144,8 @@ def main() -> int:
         print("== first request to a service with no pod (scale from zero)")
         phases.append((time.time(), "1 request: scale from zero"))
         code, took = asyncio.run(get(args.port, f"{URL_PATH}?sleep=10"))
+        if code != 200:
+            raise DemoFailed(f"GET {URL_PATH} → {code} after {took:.0f} s; {pod_problems(home)}")
         print(f"  GET {URL_PATH} → {code} in {took * 1000:.0f} ms (activator held it while a pod started)")
 
         print("== a burst: 40 concurrent clients for 12 s, 300 ms requests, target 10 per pod")
@@ -158,8 +175,9 @@ def main() -> int:
         marks = [a for t, label in phases for a in ("--phase", f"{t:.3f}={label}")]
         subprocess.run(sluice(home, "report", "-o", str(args.report), *marks), check=False, timeout=60)
         print(f"== report: {args.report}")
-        return 0 if ok == len(codes) else 1
-    except (TimeoutError, KeyboardInterrupt) as exc:
+        passed = ok == len(codes)
+        return 0 if passed else 1
+    except (TimeoutError, DemoFailed, KeyboardInterrupt) as exc:
         print(f"demo stopped: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     finally:
@@ -170,7 +188,12 @@ def main() -> int:
                 up.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
-        print("== stopped")
+        # The state dir holds the processes' logs: kept only when something went wrong.
+        if passed:
+            shutil.rmtree(home, ignore_errors=True)
+            print("== stopped")
+        else:
+            print(f"== stopped; logs kept in {home / 'logs'}")
 
 
 if __name__ == "__main__":
