@@ -10,7 +10,7 @@ import signal
 import ssl
 import sys
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sluice import aio
 from sluice.config import ConfigError
@@ -24,11 +24,11 @@ from .config import QueueProxyConfig
 from .drain import Drainer
 from .handler import WATCHED_HEADERS, QueueProxy
 from .observability import ObservabilityConfig
-from .observer import QueueProxyObserver
-from .prometheus import CONTENT_TYPE, QueueProxyMetrics
 from .readiness import ReadinessProber, parse_readiness_probes
-from .requestlog import RequestLogRevision, RequestLogTemplate
 from .servers import AdminHandler, PrometheusHandler, StatsHandler
+
+if TYPE_CHECKING:
+    from .observer import QueueProxyObserver
 
 log = logging.getLogger("queueproxy")
 
@@ -38,7 +38,14 @@ _STATS_PERIOD = 1.0
 
 
 def build_observer(cfg: QueueProxyConfig, obs: ObservabilityConfig) -> QueueProxyObserver | None:
-    """Request logs and :9091 metrics, or None when neither is configured (§2.10)."""
+    """Request logs and :9091 metrics, or None when neither is configured (§2.10). Their modules
+    (the template interpreter, the metrics) load only then: a default pod does not pay for them."""
+    if not (obs.prometheus_address() or obs.request_log_enabled):
+        return None
+    from .observer import QueueProxyObserver
+    from .prometheus import QueueProxyMetrics
+    from .requestlog import RequestLogRevision, RequestLogTemplate
+
     metrics = QueueProxyMetrics(queue_depth=cfg.container_concurrency > 0) if obs.prometheus_address() else None
     template = RequestLogTemplate.parse(obs.request_log_template) if obs.request_log_enabled else None
     if metrics is None and template is None:
@@ -92,6 +99,8 @@ class QueueProxyProcess:
         self.admin_server = HttpServer(AdminHandler(self.wait_for_drain))
         self.user_metrics_server: HttpServer | None = None
         if self.observer is not None and self.observer.metrics is not None:
+            from .prometheus import CONTENT_TYPE
+
             registry = self.observer.metrics.registry
             self.user_metrics_server = HttpServer(PrometheusHandler(registry.render, CONTENT_TYPE.encode()))
         self.sigterm = asyncio.Event()
@@ -122,16 +131,16 @@ class QueueProxyProcess:
 
     def _tls_context(self) -> ssl.SSLContext | None:
         # TLS only when both files exist at start (§2.3).
-        cert = Path(self.cfg.cert_dir) / "tls.crt"
-        key = Path(self.cfg.cert_dir) / "tls.key"
-        if not (cert.is_file() and key.is_file()):
+        cert = os.path.join(self.cfg.cert_dir, "tls.crt")
+        key = os.path.join(self.cfg.cert_dir, "tls.key")
+        if not (os.path.isfile(cert) and os.path.isfile(key)):
             return None
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         versions = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
         ctx.minimum_version = versions.get(self.cfg.tls_min_version, ssl.TLSVersion.TLSv1_3)
         if self.cfg.tls_max_version:
             ctx.maximum_version = versions[self.cfg.tls_max_version]
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx.load_cert_chain(cert, key)
         # h2 hook: HTTP/2 over TLS by ALPN, as Go's TLS server offers it (§2.3, §2.6).
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         return ctx
@@ -244,6 +253,8 @@ def main() -> None:
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
         obs = ObservabilityConfig.from_json(cfg.observability_config)
         if obs.request_log_enabled:
+            from .requestlog import RequestLogTemplate
+
             RequestLogTemplate.parse(obs.request_log_template)  # a bad template stops the start
     except (ConfigError, ValueError) as exc:
         print(f"sluice-queue-proxy: {exc}", file=sys.stderr)
