@@ -7,10 +7,8 @@ and a queue-proxy (`python -m proxy`), on its own loopback address (CONTRACT.md 
   queue-proxy's `USER_PORT` and the port inside `SERVING_READINESS_PROBE` are rewritten; and the
   queue-proxy gets `SLUICE_BIND_HOST=<pod IP>` so 8012/8022/9090 hold per pod.
 - Readiness is the queue-proxy container's readiness probe (`GET :8012/` with
-  `K-Network-Probe: queue`, §2.2), polled every 10 ms until it first passes (a refused
-  connect while the queue-proxy starts costs little, and the interval adds to every cold
-  start: issue 19), then at the probe's period; the result goes to the pod's Ready condition,
-  from which Endpoints are built.
+  `K-Network-Probe: queue`, §2.2), polled every 100 ms until it first passes, then at the
+  probe's period; the result goes to the pod's Ready condition, from which Endpoints are built.
 - A container that exits is restarted with an exponential back-off (restartPolicy Always);
   its last output is reported in `lastState.terminated.message`, and `waiting:
   CrashLoopBackOff` while backing off.
@@ -59,8 +57,6 @@ class KubeletOptions:
     backoff_max: float = 30.0
     python: str = sys.executable
     extra_qp_env: tuple[tuple[str, str], ...] = ()
-    # Readiness poll before the first success (see the module docstring); was 100 ms.
-    startup_probe_interval: float = 0.01
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -332,7 +328,7 @@ class _PodRun:
                     self.ready = False
                     await self.push_status()
             del body
-            await asyncio.sleep(period if self.ready else self.k.opts.startup_probe_interval)
+            await asyncio.sleep(period if self.ready else 0.1)
 
     async def terminate(self, grace: float) -> None:
         """preStop drain, SIGTERM, SIGKILL after the grace period (§2.11)."""
