@@ -212,7 +212,9 @@ def main() -> int:
                     240,
                 )
                 time.sleep(1)  # the Endpoints and the activator settle at zero
-                for ms, status in wake_all(port, names):
+                sent = time.time()
+                for nm, (ms, status) in zip(names, wake_all(port, names), strict=True):
+                    trials.append((nm, sent, sent + ms / 1000))
                     if status == 200:
                         cold.append(ms)
                     else:
