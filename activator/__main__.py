@@ -10,27 +10,34 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sluice import aio
 from sluice.config import ConfigError
 from sluice.http.server import HttpServer, ServerLimits
 from sluice.logs import configure_logging, level_from_knative
 from sluice.periodic import Ticker
+from sluice.telemetry.config import missing_extra
+from sluice.telemetry.debug import parse_debug_address
 from sluice.wire import WireStatMessage
 
 from .backends import BackendManager, BackendSettings, PoolRegistry
 from .config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from .handler import WATCHED_HEADERS, ActivatorHandler
 from .kube import Informer, make_api_client, read_configmap
-from .metrics import MetricsHandler, render
 from .reporter import StatReporter
 from .revision import RevKey
 from .revisions import Revisions
 from .stats import ConcurrencyReporter
 from .tls import SECRET_NAME, TRUST_BUNDLE_LABEL, TLSMaterial, parse_tls_version
 
+if TYPE_CHECKING:
+    from .telemetry import ActivatorTelemetry
+
 log = logging.getLogger("activator")
+
+DEFAULT_DEBUG_PORT = 8098  # the activator's /debug/revisions, loopback by default
 
 _REPORT_PERIOD = 1.0  # §3.8
 SERVING_GROUP, SERVING_VERSION, REVISIONS = "serving.knative.dev", "v1", "revisions"
@@ -69,6 +76,9 @@ class ActivatorProcess:
         api_client: Any,
         network: NetworkConfig | None = None,
         observability: ObservabilityConfig | None = None,
+        debug_address: tuple[str, int] | None = None,
+        debug_token: str = "",
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.api_client = api_client
@@ -98,6 +108,20 @@ class ActivatorProcess:
         self.last_concurrency: dict[RevKey, float] = {}
         self.reporter = StatReporter(cfg.autoscaler_url)
         self.health = Health(self.reporter)
+        # Metrics and tracing (§3.10) load only when config-observability asks for them.
+        self.telemetry: ActivatorTelemetry | None = None
+        obs = self.observability
+        if obs.metrics.enabled or obs.tracing.enabled:
+            from .telemetry import ActivatorTelemetry
+
+            try:
+                self.telemetry = ActivatorTelemetry(
+                    obs, self.revisions, lambda: self.last_concurrency, lambda: self.reporter.connected,
+                    lambda: self.reporter.connection_errors, cfg.system_namespace, cfg.pod_name, environ or {},
+                )  # fmt: skip
+            except ImportError as exc:
+                log.error(missing_extra(exc))
+        telemetry = self.telemetry
         self.handler = ActivatorHandler(
             self.revisions,
             self.concurrency,
@@ -106,12 +130,27 @@ class ActivatorProcess:
             self.backends,
             cfg.cluster_domain,
             pod_addressability=self.network.enable_mesh_pod_addressability,
+            observer=telemetry.metrics if telemetry is not None else None,
+            tracer=telemetry.tracer if telemetry is not None else None,
         )
         # §3.2: read-header timeout 60 s.
         self.server = HttpServer(self.handler, watch=WATCHED_HEADERS, limits=ServerLimits(read_header_timeout=60.0))
         self.metrics_server: HttpServer | None = None
-        if self.observability.prometheus:
-            self.metrics_server = HttpServer(MetricsHandler(self._metrics))
+        export = telemetry.export if telemetry is not None else None
+        if export is not None and export.registry is not None:
+            from sluice.telemetry.metrics import ScrapeHandler
+
+            self.metrics_server = HttpServer(ScrapeHandler(export))
+        # The activator's view of its revisions (pods, capacity, queue), loopback or token.
+        self.debug_address = debug_address
+        self.debug_server: HttpServer | None = None
+        if debug_address is not None:
+            from sluice.telemetry.debug import DebugHandler
+
+            from .telemetry import revisions_view
+
+            routes = {"/debug/revisions": lambda: revisions_view(self.revisions, self.last_concurrency)}
+            self.debug_server = HttpServer(DebugHandler(routes, debug_token))
         self.informers: list[Informer] = []
         self.stopped = asyncio.Event()
         # The 1 s report tick (§3.8); a Ticker so a stall or a raising tick cannot end it (issue 13).
@@ -120,9 +159,6 @@ class ActivatorProcess:
     def _lookup(self, key: RevKey) -> Any:
         entry = self.revisions.get(key)
         return entry.info if entry is not None else None
-
-    def _metrics(self) -> bytes:
-        return render(self.revisions, self.last_concurrency, self.reporter.connected, self.reporter.connection_errors)
 
     # ---- informers --------------------------------------------------------------------
 
@@ -190,7 +226,11 @@ class ActivatorProcess:
             # §3.2: 8112, same handler over TLS; the certificate follows the secret per handshake.
             await self.server.listen(host, cfg.https_port, ssl=self.tls.listening)
         if self.metrics_server is not None:
-            await self.metrics_server.listen(host, cfg.metrics_port)
+            address = self.observability.metrics.prometheus_address(cfg.metrics_port)
+            assert address is not None
+            await self.metrics_server.listen(address[0] or host, address[1])
+        if self.debug_server is not None and self.debug_address is not None:
+            await self.debug_server.listen(*self.debug_address)
         self.report_ticker.start()
         log.info("activator serving", extra={"fields": {"ports": self.server.ports, "autoscaler": cfg.autoscaler_url}})
 
@@ -218,10 +258,14 @@ class ActivatorProcess:
     def metrics_port(self) -> int:
         return self.metrics_server.ports[0] if self.metrics_server is not None else 0
 
+    @property
+    def debug_port(self) -> int:
+        return self.debug_server.ports[0] if self.debug_server is not None else 0
+
     async def close(self) -> None:
         """Stops at once without the 45 s drain (tests, failed starts)."""
         self.report_ticker.stop()
-        servers = [self.server] + ([self.metrics_server] if self.metrics_server is not None else [])
+        servers = [self.server] + [s for s in (self.metrics_server, self.debug_server) if s is not None]
         for server in servers:
             server.stop_accepting()
             for conn in list(server.connections):
@@ -237,6 +281,9 @@ class ActivatorProcess:
         self.handler.deadlines.close()
         self.revisions.close_all()
         self.pools.close()
+        if self.telemetry is not None:
+            # OTLP: the last interval's metrics and the batched spans leave before exit.
+            await asyncio.get_running_loop().run_in_executor(None, self.telemetry.shutdown)
 
     async def shutdown(self) -> None:
         """SIGTERM (§3.9): fail health checks now, keep serving for the drain sleep
@@ -248,8 +295,9 @@ class ActivatorProcess:
         await self.server.shutdown()
         await self.handler.wait_idle()
         self.report_ticker.stop()
-        if self.metrics_server is not None:
-            await self.metrics_server.shutdown(timeout=1.0)
+        for server in (self.metrics_server, self.debug_server):
+            if server is not None:
+                await server.shutdown(timeout=1.0)
         await self._stop_background()
         self.stopped.set()
 
@@ -274,7 +322,14 @@ async def serve(cfg: ActivatorConfig) -> int:
             log.error(str(exc))
             return 1
         logging.getLogger().setLevel(level)
-        proc = ActivatorProcess(cfg, api_client, network, observability)
+        try:
+            debug = parse_debug_address(os.environ.get("SLUICE_DEBUG_ADDRESS", ""), DEFAULT_DEBUG_PORT)
+        except ValueError as exc:
+            log.error(f"SLUICE_DEBUG_ADDRESS: {exc}")
+            return 1
+        proc = ActivatorProcess(
+            cfg, api_client, network, observability, debug, os.environ.get("SLUICE_DEBUG_TOKEN", ""), os.environ
+        )
         try:
             await proc.start()
         except (OSError, TimeoutError) as exc:

@@ -10,8 +10,10 @@ Two Sluice additions, both in service of requests that are waiting:
   requests wait the re-probe cadence is `cold_probe_frequency` (20 ms) instead of
   `PROBE_FREQUENCY` (200 ms): the issue's cold-start budget (ready → forwarded,
   p95 < 50 ms) is smaller than Go's probe period;
-- a pod whose connection fails mid-request is `quarantine`d: out of rotation at
-  once, back when a probe succeeds again (Go waits for the Endpoints to change).
+- a pod whose connection fails mid-request, or that never got a request (a refused
+  dial; its queue-proxy's 502 marked not sent), is `quarantine`d: out of rotation at
+  once, back only when a probe succeeds again, even in mesh mode `disabled` where
+  ready Endpoints are otherwise trusted unprobed (Go waits for the Endpoints to change).
 """
 
 from __future__ import annotations
@@ -166,6 +168,8 @@ class RevisionWatcher:
         self.cur = EMPTY
         self.prev = EMPTY
         self.healthy: set[str] = set()
+        # Dests taken out by `quarantine`: readmitted by a successful probe only.
+        self.quarantined: set[str] = set()
         self.pods_addressable = True
         self.cluster_ip_healthy = False
         self.published: tuple[frozenset[str], str | None] | None = None
@@ -189,6 +193,7 @@ class RevisionWatcher:
     def quarantine(self, dest: str) -> None:
         """A connection to `dest` failed mid-request: stop using it until re-probed."""
         if dest in self.healthy:
+            self.quarantined.add(dest)
             self.healthy.discard(dest)
             self.manager.pools.discard(dest)
             self._publish(frozenset(self.healthy), None)
@@ -228,6 +233,7 @@ class RevisionWatcher:
                 self.prev, self.cur = self.cur, endpoints_dests(self.endpoints, port_name)
                 for gone in self.prev.all - self.cur.all:
                     self.manager.pools.discard(gone)
+                self.quarantined &= self.cur.all
             try:
                 await self.check(self.cur, self.prev)
             except asyncio.CancelledError:
@@ -284,9 +290,11 @@ class RevisionWatcher:
         healthy = self.healthy & everything
         to_probe = everything - healthy
         if self.manager.settings.mesh_mode == MESH_DISABLED:
-            # Mode disabled trusts Kubernetes readiness without probing (§3.4).
-            healthy |= cur.ready
-            to_probe -= cur.ready
+            # Mode disabled trusts Kubernetes readiness without probing (§3.4), except
+            # for a quarantined pod: Kubernetes has not noticed yet what we saw fail.
+            trusted_ready = cur.ready - self.quarantined
+            healthy |= trusted_ready
+            to_probe -= trusted_ready
         trusted = len(healthy)
         info = self.manager.revision_lookup(self.key)
         optimise = info.probe_optimisation if info is not None else True
@@ -297,6 +305,7 @@ class RevisionWatcher:
             for dest, result in zip(ordered, results, strict=True):
                 if result.ok and (dest in cur.ready or optimise):
                     healthy.add(dest)
+                    self.quarantined.discard(dest)
                 not_mesh = not_mesh or result.not_mesh
         # Go: unchanged iff no probe succeeded and the set kept its size.
         unchanged = len(healthy) == trusted and len(healthy) == len(self.healthy)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sluice.config import Reader, cluster_domain
+from sluice.telemetry.config import ObservabilitySettings
 
 __all__ = [
     "MESH_AUTO",
@@ -124,16 +125,5 @@ class NetworkConfig:
         return cfg
 
 
-@dataclass(frozen=True, slots=True)
-class ObservabilityConfig:
-    """`config-observability`: only whether metrics are exported (§3.10)."""
-
-    metrics_protocol: str = ""
-
-    @classmethod
-    def from_configmap(cls, data: Mapping[str, str]) -> ObservabilityConfig:
-        return cls(metrics_protocol=data.get("metrics-protocol", "").strip().lower())
-
-    @property
-    def prometheus(self) -> bool:
-        return self.metrics_protocol == "prometheus"
+# `config-observability` (§3.10): metrics and tracing export, parsed by the shared telemetry config.
+ObservabilityConfig = ObservabilitySettings

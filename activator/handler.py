@@ -19,7 +19,9 @@ from typing import Protocol
 
 from sluice.http.deadlines import DeadlineScanner
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head
+from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
+from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
 from sluice.wire import WireStatMessage
 
 from .revision import RevKey, identify, not_found_message
@@ -49,9 +51,14 @@ WATCHED_HEADERS = frozenset(
 # (§1.3); K-Proxy-Request is *set* (replacing any inbound value), so it is dropped
 # here and re-added.
 _DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-network-hash", b"k-proxy-request"})
+_DROP_TRACED = _DROP | TRACE_HEADERS  # tracing on: the activator_proxy span's context goes on
 _PROXY_HEADER = b"K-Proxy-Request: activator\r\n"
 
 TIMEOUT_BODY = b"activator request timeout"
+
+# Attempts per request when a pod fails before the request reached it (see `retry_elsewhere`):
+# each failed pod is quarantined first, so this bounds only a run of pods failing together.
+MAX_ATTEMPTS = 3
 
 
 class Health(Protocol):
@@ -62,6 +69,14 @@ class Health(Protocol):
 
 class StatSender(Protocol):
     def send(self, messages: list[WireStatMessage]) -> None: ...
+
+
+class RequestObserver(Protocol):
+    """Per-request metrics (activator/telemetry.py); None when metrics are off (§3.10)."""
+
+    def on_wait_done(self, entry: RevisionEntry, seconds: float) -> None: ...
+    def on_cold_start(self, entry: RevisionEntry, seconds: float) -> None: ...
+    def on_request_done(self, entry: RevisionEntry, status: int, seconds: float) -> None: ...
 
 
 class Backends(Protocol):
@@ -93,6 +108,8 @@ class ActivatorHandler:
         cluster_domain: str,
         pod_addressability: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        observer: RequestObserver | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.revisions = revisions
         self.reporter = reporter
@@ -102,6 +119,9 @@ class ActivatorHandler:
         self.domain = cluster_domain.encode()
         self.pod_addressability = pod_addressability
         self.clock = clock
+        # Telemetry hooks: None when off, one attribute check per request (§3.10).
+        self.observer = observer
+        self.tracer = tracer
         self.deadlines = DeadlineScanner(clock)
         self.in_flight = 0
         self.requests = 0
@@ -169,7 +189,7 @@ class ActivatorHandler:
 class _Request(Forwarder):
     """One request through the reporter, timeout handler, throttler and proxy."""
 
-    __slots__ = ("act", "done", "entry", "start", "stats", "tracker", "waiter")
+    __slots__ = ("act", "attempts", "cold", "done", "entry", "span", "start", "stats", "tracker", "waiter")
 
     def __init__(self, act: ActivatorHandler, ex: HttpExchange, entry: RevisionEntry) -> None:
         Forwarder.__init__(self, ex)
@@ -180,6 +200,9 @@ class _Request(Forwarder):
         self.stats: RevisionStats | None = None
         self.done = False
         self.start = 0.0
+        self.attempts = 1
+        self.span: RequestSpan | None = None
+        self.cold = False  # arrived with no ready pod, and metrics are on: a cold start to time
 
     def begin(self) -> None:
         act = self.act
@@ -187,6 +210,8 @@ class _Request(Forwarder):
         act.in_flight += 1
         now = act.clock()
         self.start = now
+        if act.tracer is not None:
+            self.span = act.tracer.start(self.ex)
         stats = act.reporter.stats.get(entry.key)
         if stats is None:
             stats, first = act.reporter.request_in(entry.key, now)
@@ -200,18 +225,23 @@ class _Request(Forwarder):
         if entry.timeouts.armed:
             act.deadlines.add(self)
         throttler = entry.throttler
+        if act.observer is not None:
+            self.cold = throttler.backends == 0
         waiter = throttler.acquire(self)
         if waiter is None:
             self.ex.respond_error(503, "pending request queue full")
             self.finished()
             return
+        self._admitted(waiter)
+
+    def _admitted(self, waiter: Waiter) -> None:
         self.waiter = waiter
         if waiter.granted:
             assert waiter.tracker is not None
             self._forward(waiter.tracker)
-        elif throttler.capacity == 0:
+        elif self.entry.throttler.capacity == 0:
             # Held for a pod (§3.6): make the backend watcher look now, not at its next tick.
-            act.backends.kick(entry.key)
+            self.act.backends.kick(self.entry.key)
 
     # ---- throttler ------------------------------------------------------------------
 
@@ -233,9 +263,20 @@ class _Request(Forwarder):
 
     def _forward(self, tracker: PodTracker) -> None:
         self.tracker = tracker
+        if tracker.removed and self.retry_elsewhere():
+            return  # the pod was marked gone between the grant and now: another one
         ex = self.ex
         watched = ex.watched
+        act = self.act
+        if act.observer is not None:
+            act.observer.on_wait_done(self.entry, act.clock() - self.start)
+        drop = _DROP
         extra = _PROXY_HEADER
+        span = self.span
+        if span is not None:
+            span.wait_done()  # throttler_try (§3.10)
+            extra += span.propagation
+            drop = _DROP_TRACED
         if b"k-original-host" not in watched:
             host = watched.get(b"host")
             if host:
@@ -247,7 +288,7 @@ class _Request(Forwarder):
             # Go's reverse proxy appends the client to X-Forwarded-For (§3.7).
             client = ex.client_ip
             extra += b"X-Forwarded-For: " + (xff + b", " + client if client else xff) + b"\r\n"
-        if self.act.pod_addressability:
+        if act.pod_addressability:
             target = self.entry.private_host
             extra += b"K-Passthrough-Lb: true\r\n"
         else:
@@ -255,7 +296,63 @@ class _Request(Forwarder):
         pool = tracker.pool
         if pool is None or pool.closing:
             pool = self.entry.pool_for(tracker.dest)
-        self.forward(pool, build_request_head(ex, target, _DROP, extra))
+        self.forward(pool, build_request_head(ex, target, drop, extra))
+
+    # ---- the first byte from a pod ends a cold start ---------------------------------------
+
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
+        if self.cold:
+            self._cold_start_done()
+        Forwarder.on_response_head(self, status, reason, head)
+
+    def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
+        if self.cold:
+            self._cold_start_done()
+        Forwarder.on_response(self, status, reason, head, body)
+
+    def _cold_start_done(self) -> None:
+        self.cold = False
+        act = self.act
+        if act.observer is not None:
+            act.observer.on_cold_start(self.entry, act.clock() - self.start)
+
+    # ---- a pod that never got the request (Sluice addition to §3.6) --------------------
+
+    def retry_elsewhere(self) -> bool:
+        """The pod never got this request (our dial to its queue-proxy failed, or the
+        queue-proxy's dial to the app did: its 502 says so): the pod leaves the rotation
+        until a probe finds it healthy again, its slot is released, and the request goes
+        back through the throttler to another pod, still under its own timeouts (the
+        deadline scan keeps running). Knative has no HTTP retries (§3.6) and answers 502;
+        users see those on scale-down and crashes (knative/serving#11596, #15211). Only
+        while another ready pod is assigned to this activator."""
+        if self.done or self.attempts >= MAX_ATTEMPTS:
+            return False
+        tracker = self.tracker
+        waiter = self.waiter
+        if tracker is None or waiter is None:
+            return False
+        throttler = self.entry.throttler
+        # Quarantine first, so the release below cannot hand the same pod to a waiter.
+        self.act.backends.quarantine(self.entry.key, tracker.dest)
+        if not throttler.assigned and throttler.cluster_ip is None:
+            # No other ready pod: answer now (a misconfigured pod set must not turn every
+            # 502 into a wait for the revision timeout).
+            return False
+        self.attempts += 1
+        self.tracker = None
+        self.waiter = None
+        throttler.release(waiter)
+        again = throttler.acquire(self)
+        if again is None:
+            return False  # the queue is full: the 502 goes out
+        self._admitted(again)
+        return True
+
+    def backend_failed(self) -> None:
+        tracker = self.tracker
+        if tracker is not None:
+            self.act.backends.quarantine(self.entry.key, tracker.dest)
 
     # ---- timeouts (§3.6 → §2.8) --------------------------------------------------------
 
@@ -283,7 +380,13 @@ class _Request(Forwarder):
         waiter = self.waiter
         if waiter is not None:
             entry.throttler.release(waiter)
+        now = act.clock()
         if self.stats is not None:
-            self.stats.request_out(act.clock())
+            self.stats.request_out(now)
         self.ex.on_abort = None
         act.request_finished()
+        status = self.ex.status or 500
+        if self.span is not None:
+            self.span.end(status)
+        if act.observer is not None:
+            act.observer.on_request_done(entry, status, now - self.start)

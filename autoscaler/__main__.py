@@ -32,6 +32,7 @@ from .app import AutoscalerApp, Options
 from .kube import load_api_client
 from .scraper import METRICS_PORT
 from .statserver import STAT_SERVER_PORT
+from .telemetry import DEFAULT_DEBUG_PORT
 
 __all__ = ["main", "options_from_env", "run"]
 
@@ -54,6 +55,9 @@ def options_from_env(environ: Mapping[str, str]) -> Options:
         activator_probe_endpoints=r.bool("SLUICE_ACTIVATOR_PROBE_ENDPOINTS", False),
         forward_port=r.port("SLUICE_FORWARD_PORT", STAT_SERVER_PORT),
         leader_election=r.bool("SLUICE_LEADER_ELECTION", True),
+        debug_address=r.str("SLUICE_DEBUG_ADDRESS", f"127.0.0.1:{DEFAULT_DEBUG_PORT}"),
+        debug_token=r.str("SLUICE_DEBUG_TOKEN"),
+        extra={k: v for k, v in environ.items() if k == "OTEL_SERVICE_NAME"},
     )
     for key in ("POD_NAME", "POD_IP", "SYSTEM_NAMESPACE"):
         if key in environ and not environ[key]:

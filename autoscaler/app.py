@@ -42,6 +42,7 @@ from .resources import MetricSpec
 from .scaling import MultiScaler
 from .scraper import METRICS_PORT, HTTPScrapeClient, ServiceScraper
 from .statserver import STAT_SERVER_PORT, StatServer, local_sink
+from .telemetry import TelemetryServers, start_telemetry
 
 __all__ = ["AutoscalerApp", "Options"]
 
@@ -73,6 +74,10 @@ class Options:
     # For the forwarder: how to reach another replica's stat server (tests: its port differs).
     forward_port: int = STAT_SERVER_PORT
     extra: Mapping[str, str] = field(default_factory=dict)
+    # The decider debug endpoint (autoscaler/telemetry.py): "off", or host:port (loopback unless
+    # debug_token is set). `__main__` defaults it to 127.0.0.1:8099.
+    debug_address: str = "off"
+    debug_token: str = ""
 
 
 class AutoscalerApp:
@@ -138,6 +143,7 @@ class AutoscalerApp:
         self._direct_client: HTTPScrapeClient | None = None
         self._mesh_client: HTTPScrapeClient | None = None
         self.stat_port = 0
+        self.telemetry: TelemetryServers | None = None
 
     # ---- ownership ----
 
@@ -350,6 +356,7 @@ class AutoscalerApp:
             self._spawn(inf.run(), f"informer {inf.name}")
         await self._wait_synced(informers)
 
+        self.telemetry = await start_telemetry(self, o)
         self.multiscaler.watch(self.kpa_queue.add)
         self.collector.watch(self.metric_queue.add)
         self._spawn(self.multiscaler.run(), "multiscaler")
@@ -365,6 +372,8 @@ class AutoscalerApp:
         if self.electors is not None:
             await self.electors.stop(release=True)
         await self.stat_server.shutdown()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         await self.forwarder.close()
         self.kpa_queue.close()
         self.metric_queue.close()

@@ -18,6 +18,7 @@ from sluice.wire import Stat
 
 from .aggregation import MaxTimeWindow
 from .annotations import CONCURRENCY, RPS
+from .decision import Decision
 from .resources import DeciderSpec
 
 __all__ = [
@@ -118,6 +119,7 @@ class Autoscaler:
         "_ready_count",
         "gauges",
         "key",
+        "last",
         "max_panic_pods",
         "panic_time",
         "spec",
@@ -152,6 +154,7 @@ class Autoscaler:
         self.gauges = DeciderGauges(
             RPS if spec.scaling_metric == RPS else CONCURRENCY, panic_mode=int(self.panic_time is not None)
         )
+        self.last: Decision | None = None  # the last valid evaluation, for gauges and debug
 
     @property
     def panicking(self) -> bool:
@@ -240,6 +243,7 @@ class Autoscaler:
         # Step 8: scale-down delay — the max of the decisions of the last ScaleDownDelay. As in Go
         # the window, made once at creation (§4.6), applies while reachable even if a later spec
         # sets the delay to 0 (docs/DIFFERENCES.md explains why Sluice does not diverge here).
+        before_delay = desired
         if self._delay_window is not None and spec.reachable:
             self._delay_window.record(now, desired)
             desired = int(self._delay_window.current())
@@ -252,9 +256,15 @@ class Autoscaler:
             ebc = float(math.floor(ready * spec.total_value - tbc - panic))
         else:
             ebc = -1.0
+        # Two records of one evaluation: the §4.7 gauges as Go reports them, and the whole
+        # evaluation with its intermediate steps for the debug endpoint (autoscaler/decision.py).
         gauges = self.gauges = DeciderGauges(
             self.gauges.scaling_metric, desired, ebc, stable, panic, spec.target_value, self.gauges.panic_mode
         )
+        self.last = Decision(
+            now, spec, ready, stable, panic, max_scale_up, max_scale_down, dspc, dppc, desired_stable,
+            desired_panic, self.panic_time is not None, self.max_panic_pods, before_delay, desired, _int32(ebc),
+        )  # fmt: skip
         return ScaleResult(desired, _int32(ebc), True, gauges)
 
 
@@ -317,6 +327,10 @@ class MultiScaler:
         if self._watcher is not None:
             raise RuntimeError("multiple calls to watch() are not supported")
         self._watcher = fn
+
+    def decisions(self) -> dict[str, Decision | None]:
+        """Each decider's last valid evaluation, by "<ns>/<name>" (gauges, debug endpoint)."""
+        return {key: runner.scaler.last for key, runner in self._runners.items()}
 
     def get(self, namespace: str, name: str) -> Decider | None:
         runner = self._runners.get(f"{namespace}/{name}")

@@ -45,8 +45,9 @@ def revision(home: Path) -> dict[str, Any]:
 
 
 def line(rev: dict[str, Any]) -> str:
+    desired = rev.get("desired")
     return (
-        f"pods ready/desired {rev.get('ready_pods', 0)}/{rev.get('desired', 0)}  "
+        f"pods ready/desired {rev.get('ready_pods', 0)}/{'-' if desired is None else desired}  "
         f"SKS {rev.get('mode', '?'):5}  panic {'yes' if rev.get('panic') else 'no '}  "
         f"queue {rev.get('queue_depth', 0)}"
     )
@@ -100,13 +101,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     ap.add_argument("--report", type=Path, default=Path("sluice-demo.png"))
+    ap.add_argument("--net", default="127.77", help="loopback block for the activator, autoscaler and pods")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
     print(f"== sluice local up -f {MANIFEST.relative_to(ROOT)}  (state in {home})")
     up = subprocess.Popen(
         sluice(
-            home, "up", "-f", str(MANIFEST), "--port", str(args.port),
+            home, "up", "-f", str(MANIFEST), "--port", str(args.port), "--net", args.net,
             # Start at zero and come back quickly, so the demo shows both ends.
             "--autoscaler-config", "allow-zero-initial-scale=true",
             "--autoscaler-config", "initial-scale=0",
@@ -116,15 +118,21 @@ def main() -> int:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    # (Unix time, label) of each phase, drawn on the report.
+    phases: list[tuple[float, str]] = []
     try:
         print("== waiting for the service (scaled to zero: requests will go to the activator)")
         wait_for(home, "the service", lambda r: r.get("ready") == "True" and r.get("ready_pods", 0) == 0, 60)
+        phases.append((time.time(), "idle, zero pods"))
+        time.sleep(3)
 
         print("== first request to a service with no pod (scale from zero)")
+        phases.append((time.time(), "1 request: scale from zero"))
         code, took = asyncio.run(get(args.port, f"{URL_PATH}?sleep=10"))
         print(f"  GET {URL_PATH} → {code} in {took * 1000:.0f} ms (activator held it while a pod started)")
 
         print("== a burst: 40 concurrent clients for 12 s, 300 ms requests, target 10 per pod")
+        phases.append((time.time(), "burst: 40 clients (panic, scale out)"))
 
         async def burst_and_watch() -> list[int]:
             task = asyncio.create_task(burst(args.port, 40, 12.0, 300))
@@ -143,8 +151,12 @@ def main() -> int:
         print(f"  {len(codes)} requests, {ok} × 200, {len(codes) - ok} other")
 
         print("== idle: back to zero after the stable window and the grace period")
+        phases.append((time.time(), "cool down to zero"))
         wait_for(home, "scale to zero", lambda r: r.get("desired", 1) == 0 and r.get("ready_pods", 1) == 0, 90)
-        subprocess.run(sluice(home, "report", "-o", str(args.report)), check=False, timeout=60)
+        phases.append((time.time(), "idle"))
+        time.sleep(2)
+        marks = [a for t, label in phases for a in ("--phase", f"{t:.3f}={label}")]
+        subprocess.run(sluice(home, "report", "-o", str(args.report), *marks), check=False, timeout=60)
         print(f"== report: {args.report}")
         return 0 if ok == len(codes) else 1
     except (TimeoutError, KeyboardInterrupt) as exc:

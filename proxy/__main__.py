@@ -10,11 +10,13 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sluice import aio
-from sluice.config import ConfigError
+from sluice.config import ConfigError, parse_go_bool
 from sluice.http.client import UpstreamPool
+from sluice.http.forward import WEBSOCKET_CLOSE_GRACE
 from sluice.http.server import HttpServer
 from sluice.logs import configure_logging, level_from_knative
 from sluice.periodic import Ticker
@@ -23,30 +25,35 @@ from sluice.wire import Stat, encode_stat
 from .config import QueueProxyConfig
 from .drain import Drainer
 from .handler import WATCHED_HEADERS, QueueProxy
-from .observability import ObservabilityConfig
+from .observability import LEGACY_ENV, ObservabilityConfig
 from .readiness import ReadinessProber, parse_readiness_probes
-from .servers import AdminHandler, PrometheusHandler, StatsHandler
+from .servers import AdminHandler, StatsHandler
 
 if TYPE_CHECKING:
+    from .metrics import QueueProxyMetrics
     from .observer import QueueProxyObserver
+    from .telemetry import QueueProxyTelemetry
 
 log = logging.getLogger("queueproxy")
 
 # How long after a preStop `/wait-for-drain` without SIGTERM the drain is undone (§2.11).
 _DRAIN_RESET_AFTER = 1.0
 _STATS_PERIOD = 1.0
+_GO_IN_FLIGHT_GRACE = 60.0  # §2.11
+# Before the kubelet's SIGKILL: time for websocket Close frames to be answered (WEBSOCKET_CLOSE_GRACE).
+LONG_LIVED_CLOSE_MARGIN = WEBSOCKET_CLOSE_GRACE + 0.5
 
 
-def build_observer(cfg: QueueProxyConfig, obs: ObservabilityConfig) -> QueueProxyObserver | None:
-    """Request logs and :9091 metrics, or None when neither is configured (§2.10). Their modules
-    (the template interpreter, the metrics) load only then: a default pod does not pay for them."""
-    if not (obs.prometheus_address() or obs.request_log_enabled):
+def build_observer(
+    cfg: QueueProxyConfig, obs: ObservabilityConfig, metrics: QueueProxyMetrics | None
+) -> QueueProxyObserver | None:
+    """Request logs and user metrics, or None when neither is configured (§2.10). The observer and
+    the template interpreter load only then: a default pod does not pay for them (issue 19)."""
+    if metrics is None and not obs.request_log_enabled:
         return None
     from .observer import QueueProxyObserver
-    from .prometheus import QueueProxyMetrics
     from .requestlog import RequestLogRevision, RequestLogTemplate
 
-    metrics = QueueProxyMetrics(queue_depth=cfg.container_concurrency > 0) if obs.prometheus_address() else None
     template = RequestLogTemplate.parse(obs.request_log_template) if obs.request_log_enabled else None
     if metrics is None and template is None:
         return None
@@ -73,10 +80,24 @@ class QueueProxyProcess:
         cfg: QueueProxyConfig,
         prober: ReadinessProber | None,
         obs: ObservabilityConfig | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.obs = obs or ObservabilityConfig()
-        self.observer = build_observer(cfg, self.obs)
+        # Metrics and tracing modules (and the OpenTelemetry SDK) load only when configured (§2.2).
+        self.telemetry: QueueProxyTelemetry | None = None
+        if self.obs.metrics_export.enabled or self.obs.trace_export.enabled:
+            from .telemetry import QueueProxyTelemetry
+
+            depth = self._queue_depth if cfg.container_concurrency > 0 else None
+            try:
+                self.telemetry = QueueProxyTelemetry(cfg, self.obs, environ or {}, depth)
+            except ImportError as exc:
+                from sluice.telemetry.config import missing_extra
+
+                log.error(missing_extra(exc))
+        telemetry = self.telemetry
+        self.observer = build_observer(cfg, self.obs, telemetry.metrics if telemetry is not None else None)
         self.started = time.monotonic()
         self.drainer = Drainer(cfg.drain_quiet_period)
         cc = cfg.container_concurrency
@@ -91,6 +112,7 @@ class QueueProxyProcess:
             drainer=self.drainer,
             readiness=prober,
             observer=self.observer,
+            tracer=telemetry.tracer if telemetry is not None else None,
         )
         self.main_server = HttpServer(self.handler, watch=WATCHED_HEADERS)
         self.stats = StatsHandler()
@@ -98,15 +120,19 @@ class QueueProxyProcess:
         self.stats_server = HttpServer(self.stats)
         self.admin_server = HttpServer(AdminHandler(self.wait_for_drain))
         self.user_metrics_server: HttpServer | None = None
-        if self.observer is not None and self.observer.metrics is not None:
-            from .prometheus import CONTENT_TYPE
+        export = telemetry.export if telemetry is not None else None
+        if export is not None and export.registry is not None:
+            from sluice.telemetry.metrics import ScrapeHandler
 
-            registry = self.observer.metrics.registry
-            self.user_metrics_server = HttpServer(PrometheusHandler(registry.render, CONTENT_TYPE.encode()))
+            self.user_metrics_server = HttpServer(ScrapeHandler(export))
         self.sigterm = asyncio.Event()
         self.stopped = asyncio.Event()
         # The 1 s Stat tick (§2.9); a Ticker so a stall or a raising tick cannot end it (issue 13).
         self.stats_ticker = Ticker(_STATS_PERIOD, self._tick, name="queue-proxy stats", logger=log)
+
+    def _queue_depth(self) -> int:
+        breaker = self.handler.breaker
+        return breaker.admitted if breaker is not None else 0
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -159,6 +185,35 @@ class QueueProxyProcess:
             )
         )
 
+    def long_lived_deadline(self, term_at: float, drained_at: float) -> float:
+        """Until when open requests may run after SIGTERM. Go waits 60 s and then exits,
+        cutting websockets (§2.11); here they get up to the revision timeout, which is
+        also the pod's terminationGracePeriodSeconds (the kubelet's SIGKILL), less the
+        time the Close handshake needs; never before the drain ended. Go's 60 s only
+        without a revision timeout; SLUICE_SHUTDOWN_IN_FLIGHT_TIMEOUT caps it after the drain."""
+        timeout = self.cfg.revision_timeout_seconds
+        if timeout > 0:
+            deadline = max(drained_at, term_at + timeout - LONG_LIVED_CLOSE_MARGIN)
+        else:
+            deadline = drained_at + _GO_IN_FLIGHT_GRACE
+        cap = self.cfg.shutdown_in_flight_timeout
+        return min(deadline, drained_at + cap) if cap > 0 else deadline
+
+    async def _end_long_lived(self, close_at: float) -> bool:
+        """Waits for in-flight requests until `close_at`, then ends what is left cleanly;
+        False if some remain even so."""
+        handler = self.handler
+        if await handler.wait_idle(max(0.0, close_at - time.monotonic())):
+            return True
+        ended = handler.end_long_lived()
+        log.info("closing long-lived requests at the drain deadline", extra={"fields": {"ended": ended}})
+        # The requests are over; their sockets close once the Close handshakes are answered.
+        give_up = time.monotonic() + LONG_LIVED_CLOSE_MARGIN
+        # (Polled: the server signals no event when a tunnelled connection closes.)
+        while self.main_server.connections and time.monotonic() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return not (handler.in_flight or self.main_server.connections)
+
     async def wait_for_drain(self) -> None:
         """preStop: drain; if SIGTERM does not follow within 1 s (a container restart,
         not a pod deletion), undo the drain so serving resumes (§2.11)."""
@@ -195,16 +250,21 @@ class QueueProxyProcess:
                 conn.close()
         self.handler.deadlines.close()
         self.pool.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
         self.stopped.set()
 
     async def shutdown(self) -> None:
-        """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait up to
-        60 s for in-flight requests including websockets, then exit 0."""
+        """SIGTERM (§2.11): drain until quiet, stop the servers gracefully, wait for
+        in-flight requests including websockets and event streams (see
+        `long_lived_deadline`), end what is left cleanly, then exit 0."""
         log.info("received TERM signal, draining")
+        term_at = time.monotonic()
         await self.drainer.drain()
         log.info("drained; shutting down servers")
-        await self.main_server.shutdown()
-        if not await self.handler.wait_idle(self.cfg.shutdown_in_flight_timeout):
+        close_at = self.long_lived_deadline(term_at, time.monotonic())
+        await self.main_server.shutdown(timeout=max(0.0, close_at - time.monotonic()))
+        if not await self._end_long_lived(close_at):
             log.warning(
                 "in-flight requests remain after the shutdown grace",
                 extra={"fields": {"inFlight": self.handler.in_flight}},
@@ -215,11 +275,14 @@ class QueueProxyProcess:
         if self.user_metrics_server is not None:
             await self.user_metrics_server.shutdown(timeout=1.0)
         self.pool.close()
+        # OTLP: the last interval's metrics and the batched spans leave before exit.
+        if self.telemetry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.telemetry.shutdown)
         self.stopped.set()
 
 
 async def serve(cfg: QueueProxyConfig, prober: ReadinessProber | None, obs: ObservabilityConfig) -> int:
-    proc = QueueProxyProcess(cfg, prober, obs)
+    proc = QueueProxyProcess(cfg, prober, obs, os.environ)
     loop = asyncio.get_running_loop()
     shutdown_tasks: list[asyncio.Task[None]] = []
     started = False
@@ -256,6 +319,11 @@ def main() -> None:
             from .requestlog import RequestLogTemplate
 
             RequestLogTemplate.parse(obs.request_log_template)  # a bad template stops the start
+        if os.environ.get(LEGACY_ENV):
+            try:
+                parse_go_bool(os.environ[LEGACY_ENV])
+            except ValueError:
+                raise ValueError(f"{LEGACY_ENV}: expected true or false, got {os.environ[LEGACY_ENV]!r}") from None
     except (ConfigError, ValueError) as exc:
         print(f"sluice-queue-proxy: {exc}", file=sys.stderr)
         sys.exit(1)

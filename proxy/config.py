@@ -89,7 +89,8 @@ class QueueProxyConfig:
             metrics_port=r.port("SLUICE_METRICS_PORT", 9090),
             user_metrics_port=r.port("METRICS_PROMETHEUS_PORT") if "METRICS_PROMETHEUS_PORT" in environ else None,
             drain_quiet_period=r.float("SLUICE_DRAIN_QUIET_PERIOD", 30.0, minimum=0.0),
-            shutdown_in_flight_timeout=r.float("SLUICE_SHUTDOWN_IN_FLIGHT_TIMEOUT", 60.0, minimum=0.0),
+            # 0 (unset): open requests get up to the revision timeout (see long_lived_deadline).
+            shutdown_in_flight_timeout=r.float("SLUICE_SHUTDOWN_IN_FLIGHT_TIMEOUT", 0.0, minimum=0.0),
             cert_dir=r.str("SLUICE_CERT_DIR", "/var/lib/knative/certs"),
         )
         r.check()

@@ -20,8 +20,10 @@ from typing import Protocol
 from sluice.breaker import Breaker, Ticket
 from sluice.http.client import UpstreamPool
 from sluice.http.deadlines import DeadlineScanner, RequestTimeouts
-from sluice.http.forward import Forwarder, answer_timeout, build_request_head
+from sluice.http.forward import Forwarder, answer_timeout, build_request_head, without_not_sent
+from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
+from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
 
 from .drain import Drainer
 from .stats import RequestStats
@@ -53,6 +55,8 @@ WATCHED_HEADERS = frozenset(
 
 # Stripped before forwarding (§2.6); Host is rebuilt from K-Original-Host.
 _DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-original-host"})
+# With tracing on, the inbound trace headers are replaced by the proxy span's (§2.10).
+_DROP_TRACED = _DROP | TRACE_HEADERS
 
 TIMEOUT_BODY = b"request timeout"
 
@@ -64,7 +68,7 @@ class Readiness(Protocol):
 class RequestObserver(Protocol):
     """Per-request hooks for metrics and request logs (kept off the proxy's core)."""
 
-    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, queue_depth: int) -> None: ...
+    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, trace_id: str) -> None: ...
     def on_probe_done(self, ex: HttpExchange, latency: float) -> None: ...
 
 
@@ -102,6 +106,7 @@ class QueueProxy:
         readiness: Readiness | None,
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.pool = pool
         cc = container_concurrency
@@ -112,6 +117,8 @@ class QueueProxy:
         self.drainer = drainer
         self.readiness = readiness
         self.observer = observer
+        # Spans kn.queueproxy.proxy / kn.queueproxy.wait (§2.10); None = tracing off, one check.
+        self.tracer = tracer
         self.clock = clock
         self.stats = RequestStats(clock())
         self.deadlines = DeadlineScanner(clock)
@@ -206,6 +213,22 @@ class QueueProxy:
             return self.in_flight == 0
         return True
 
+    # ---- the drain's deadline (§2.11) --------------------------------------------
+
+    def end_long_lived(self) -> int:
+        """Ends every request still open (websockets, event streams) as cleanly as its
+        protocol allows: Close frames 1001 to both ends of a websocket, the last chunk of a
+        streamed response (see Forwarder.end_long_lived). Returns how many. Requests are
+        found through the deadline scan, which holds each one while a revision timeout is
+        set (always, in Knative)."""
+        ended = 0
+        for item in list(self.deadlines.active):
+            if isinstance(item, _Request) and not item.done:
+                item.end_long_lived(TIMEOUT_BODY)
+                item.finished()
+                ended += 1
+        return ended
+
     def report(self) -> tuple[float, float, float, float]:
         r = self.stats.report(self.clock())
         return (
@@ -225,7 +248,7 @@ class _Request(Forwarder):
         "granted_at",
         "proxied",
         "qp",
-        "queue_depth",
+        "span",
         "start",
         "ticket",
         "timed_out",
@@ -241,7 +264,7 @@ class _Request(Forwarder):
         self.counted = False
         self.start = 0.0
         self.granted_at = 0.0
-        self.queue_depth = 0
+        self.span: RequestSpan | None = None
 
     def begin(self) -> None:
         qp = self.qp
@@ -249,6 +272,9 @@ class _Request(Forwarder):
         qp.in_flight += 1
         now = qp.clock()
         self.start = now
+        tracer = qp.tracer
+        if tracer is not None:
+            self.span = tracer.start(ex)
         # A client-cancelled request writes nothing (§2.6); it frees its slot now.
         ex.on_abort = self.cancel
         if qp.timeouts.armed:
@@ -265,7 +291,6 @@ class _Request(Forwarder):
             self.granted_at = now
             self._forward()
             return
-        self.queue_depth = breaker.admitted
         ticket = breaker.reserve(self._granted)
         if ticket is None:
             self.ex.respond_error(503, "pending request queue full")
@@ -299,6 +324,14 @@ class _Request(Forwarder):
             extra = ex.conn.xff_line
         else:
             extra = self._forwarded_headers()
+        span = self.span
+        if span is not None:
+            if self.qp.breaker is not None:
+                span.wait_done()
+            # The user container gets the proxy span's context, so its spans hang under it.
+            extra += span.propagation
+            self.forward(self.qp.pool, build_request_head(ex, watched.get(b"k-original-host"), _DROP_TRACED, extra))
+            return
         self.forward(self.qp.pool, build_request_head(ex, watched.get(b"k-original-host"), _DROP, extra))
 
     def _forwarded_headers(self) -> bytes:
@@ -322,6 +355,14 @@ class _Request(Forwarder):
         return b"".join(extra)
 
     # ---- timeouts (§2.8) ----------------------------------------------------
+
+    # ---- the app's 502s never carry the not-sent mark (see without_not_sent) ----------------
+
+    def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
+        Forwarder.on_response_head(self, status, reason, without_not_sent(head) if status == 502 else head)
+
+    def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
+        Forwarder.on_response(self, status, reason, without_not_sent(head) if status == 502 else head, body)
 
     def on_tick(self, now: float) -> None:
         """Called by the shared DeadlineScanner while this request is active (§2.8)."""
@@ -348,6 +389,11 @@ class _Request(Forwarder):
             qp.breaker.release(self.ticket)
         self.ex.on_abort = None
         qp._request_finished()
+        span = self.span
+        trace_id = ""
+        if span is not None:
+            span.end(self.ex.status or 500)
+            trace_id = span.trace_id
         if qp.observer is not None:
             wait = (self.granted_at or now) - self.start
-            qp.observer.on_request_done(self.ex, now - self.start, wait, self.queue_depth)
+            qp.observer.on_request_done(self.ex, now - self.start, wait, trace_id)

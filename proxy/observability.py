@@ -11,11 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sluice.telemetry.config import ExportSettings, TraceSettings
 
 __all__ = ["DEFAULT_REQUEST_LOG_TEMPLATE", "MetricsConfig", "ObservabilityConfig", "RuntimeConfig", "TracingConfig"]
 
 ENV_KEY = "OBSERVABILITY_CONFIG"
+# Opt-in for the pre-1.19 `revision_app_request_*` Prometheus names (proxy/telemetry.py). The
+# controller builds the QP's env from Knative's structs, so this is set on the image or by a
+# mutating webhook.
+LEGACY_ENV = "SLUICE_LEGACY_PROMETHEUS_NAMES"
 
 METRICS_PROTOCOLS = ("none", "prometheus", "grpc", "http/protobuf")
 TRACING_PROTOCOLS = ("none", "grpc", "http/protobuf", "stdout")
@@ -76,18 +83,30 @@ class ObservabilityConfig:
     def profiling_enabled(self) -> bool:
         return self.runtime.profiling == "enabled"
 
+    # The shared settings types are imported on use: a pod with metrics and tracing off must not
+    # pay their import at start (§2.2).
+    @property
+    def metrics_export(self) -> ExportSettings:
+        """The QP's meter provider follows `requestMetrics` (§2.10)."""
+        from sluice.telemetry.config import DEFAULT_EXPORT_INTERVAL, ExportSettings
+
+        m = self.request_metrics
+        interval = m.export_interval_ns / 1e9 if m.export_interval_ns > 0 else DEFAULT_EXPORT_INTERVAL
+        return ExportSettings(m.protocol, m.endpoint, interval)
+
+    @property
+    def trace_export(self) -> TraceSettings:
+        from sluice.telemetry.config import TraceSettings
+
+        t = self.tracing
+        return TraceSettings(t.protocol, t.endpoint, t.sampling_rate)
+
     def prometheus_address(self) -> tuple[str, int] | None:
         """(host, port) of the user-metrics listener, or None unless requestMetrics is prometheus.
 
         The endpoint may be `host:port`, `:port` or empty (→ all interfaces, 9091) (§2.3).
         """
-        if self.request_metrics.protocol != "prometheus":
-            return None
-        endpoint = self.request_metrics.endpoint
-        if not endpoint:
-            return "", DEFAULT_PROMETHEUS_PORT
-        host, _, port = endpoint.rpartition(":")
-        return host.strip("[]"), int(port)
+        return self.metrics_export.prometheus_address(DEFAULT_PROMETHEUS_PORT)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ObservabilityConfig:

@@ -1,17 +1,19 @@
 """Per-request telemetry for the queue-proxy (CONTRACT.md §2.10): request-log lines
-and the :9091 Prometheus metrics. Built only when configured, so a default pod pays
-nothing per request for either."""
+and the user metrics (Prometheus on :9091 or OTLP). Built only when configured, so a
+default pod pays nothing per request for either."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sluice.http.server import HttpExchange
 
-from .prometheus import QueueProxyMetrics
 from .requestlog import RequestLogInput, RequestLogRevision, RequestLogTemplate
+
+if TYPE_CHECKING:
+    from .metrics import QueueProxyMetrics
 
 __all__ = ["QueueProxyObserver"]
 
@@ -35,22 +37,21 @@ class QueueProxyObserver:
         self.has_breaker = has_breaker
         self.out = out if out is not None else sys.stdout.buffer
 
-    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, queue_depth: int) -> None:
+    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, trace_id: str) -> None:
         metrics = self.metrics
         if metrics is not None:
             metrics.observe_invocation(ex.status or 500, latency)
             if self.has_breaker:
-                metrics.set_queue_depth(queue_depth)
                 metrics.observe_queue_wait(queue_wait)
         if self.request_log is not None:
-            self._log_line(ex, latency)
+            self._log_line(ex, latency, trace_id)
 
     def on_probe_done(self, ex: HttpExchange, latency: float) -> None:
         # Probes never reach the metrics (§2.10); they are logged only when asked for.
         if self.request_log is not None and self.log_probes:
             self._log_line(ex, latency)
 
-    def _log_line(self, ex: HttpExchange, latency: float) -> None:
+    def _log_line(self, ex: HttpExchange, latency: float, trace_id: str = "") -> None:
         transport = ex.conn.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
@@ -68,6 +69,7 @@ class QueueProxyObserver:
             size=ex.body_bytes,
             latency=latency,
             revision=self.revision,
+            trace_id=trace_id,
         )
         try:
             self.out.write(self.request_log.render_bytes(line) if self.request_log else b"")

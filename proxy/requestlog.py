@@ -87,6 +87,9 @@ class RequestLogInput:
     size: int = 0
     latency: float = 0.0
     revision: RequestLogRevision = field(default_factory=RequestLogRevision)
+    # The queue-proxy span's trace id when tracing is on, so `{{.TraceID}}` names the trace the
+    # request really is in (§2.10), also when the request arrived without trace headers.
+    trace_id: str = ""
 
 
 def canonical_header_key(key: str) -> str:
@@ -280,7 +283,7 @@ class _RevisionView(_GoObject):
 
 class _RootView(_GoObject):
     # Views are built once per render: templates reach .Request many times per line.
-    __slots__ = ("_header", "_request", "_response", "_revision")
+    __slots__ = ("_header", "_request", "_response", "_revision", "_trace_id")
     type_name = "*http.RequestLogTemplateInput"
 
     def __init__(self, inp: RequestLogInput) -> None:
@@ -288,12 +291,13 @@ class _RootView(_GoObject):
         self._request = _RequestView(inp, self._header)
         self._response = _ResponseView(inp)
         self._revision = _RevisionView(inp.revision)
+        self._trace_id = inp.trace_id
 
     FIELDS = {
         "Request": lambda s: s._request,
         "Response": lambda s: s._response,
         "Revision": lambda s: s._revision,
-        "TraceID": lambda s: extract_trace_id(s._header.map),
+        "TraceID": lambda s: s._trace_id or extract_trace_id(s._header.map),
     }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from sluice.http.server import HttpExchange
 
-__all__ = ["AdminHandler", "PrometheusHandler", "StatsHandler", "path_of"]
+__all__ = ["AdminHandler", "StatsHandler", "path_of"]
 
 log = logging.getLogger("queueproxy")
 
@@ -58,17 +58,3 @@ class StatsHandler:
             not_found(ex)
             return
         ex.respond_text(200, self.body, content_type=b"application/protobuf")
-
-
-class PrometheusHandler:
-    """:9091 `GET /metrics`: the user-facing request metrics in Prometheus text (§2.10)."""
-
-    def __init__(self, render: Callable[[], bytes], content_type: bytes) -> None:
-        self.render = render
-        self.content_type = content_type
-
-    def __call__(self, ex: HttpExchange) -> None:
-        if path_of(ex) != b"/metrics":
-            not_found(ex)
-            return
-        ex.respond_text(200, self.render(), content_type=self.content_type)

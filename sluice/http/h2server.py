@@ -42,6 +42,16 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2client import quiet_hpack
+from .h2limits import (
+    CONTROL_BURST,
+    CONTROL_RATE,
+    READ_PAUSE_BYTES,
+    READ_SLICE,
+    READ_SLICE_TIME,
+    RESET_BURST,
+    RESET_RATE,
+    Budget,
+)
 from .headers import HOP_BY_HOP, Header, http_date
 
 if TYPE_CHECKING:
@@ -71,6 +81,13 @@ MAX_HEADER_LIST_SIZE = 1 << 20  # Go's DefaultMaxHeaderBytes, as for HTTP/1.1
 PREFACE_TIMEOUT = 10.0
 # Response bytes kept per stream beyond the client's window before the producer is paused.
 _OUT_HIGH_WATER = 64 * 1024
+# h2's internal stream cap once ours is advertised (see own_stream_cap): never reached.
+_H2_NO_STREAM_CAP = 2**31 - 1
+# Reasons this connection stops reading its socket (ServerConnection.block_read bits).
+_BLOCK_SLICE = 8  # received bytes still being processed in slices (h2limits.READ_SLICE)
+_BLOCK_OUTPUT = 16  # more than READ_PAUSE_BYTES of output waits in the socket buffer
+# After GOAWAY(ENHANCE_YOUR_CALM) a client that does not read is cut off after this long.
+_ABUSE_LINGER = 5.0
 
 # Never valid in an HTTP/2 field section (RFC 9113 §8.2.2); removed from relayed headers.
 _CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host", b"http2-settings"}
@@ -105,11 +122,11 @@ def parse_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
 _block_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
 
-def _settings() -> h2.settings.Settings:
+def _settings(max_streams: int = MAX_CONCURRENT_STREAMS) -> h2.settings.Settings:
     return h2.settings.Settings(
         client=False,
         initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
         },
@@ -122,6 +139,7 @@ def serve_prior_knowledge(sc: ServerConnection, data: bytes) -> None:
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
     conn.h2.initiate_connection()
+    conn.own_stream_cap()
     conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
     conn.flush()
     conn.tunnel_write(_from_preface(data))
@@ -132,6 +150,7 @@ def serve_alpn_h2(sc: ServerConnection) -> None:
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
     conn.h2.initiate_connection()
+    conn.own_stream_cap()
     conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
     conn.flush()
 
@@ -166,6 +185,7 @@ def serve_upgrade(sc: ServerConnection, ex: Exchange) -> bool:
     conn = H2ServerConnection(sc)
     try:
         conn.h2.initiate_upgrade_connection(settings)
+        conn.own_stream_cap()
     except (h2.exceptions.H2Error, binascii.Error, ValueError):
         return False
     sc.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
@@ -216,8 +236,21 @@ class H2ServerConnection:
         self.closed = False
         self.upgrade_body_left = 0  # bytes of an `Upgrade: h2c` request body still to come
         self._flush_handle: asyncio.Handle | None = None
+        # Abuse budgets (h2limits): cancelled or refused streams, and frames we must ACK.
+        self._resets = Budget(RESET_BURST, RESET_RATE)
+        self._controls = Budget(CONTROL_BURST, CONTROL_RATE)
+        self._backlog: deque[bytes] = deque()  # received bytes waiting for their slice
+        self._slice_handle: asyncio.Handle | None = None
         loop = asyncio.get_running_loop()
         self._preface_timer: asyncio.TimerHandle | None = loop.call_later(PREFACE_TIMEOUT, self._preface_timeout)
+
+    def own_stream_cap(self) -> None:
+        """Called once our SETTINGS (advertising MAX_CONCURRENT_STREAMS) are queued. h2 treats
+        a stream over that cap as a connection error (TooManyStreamsError), which would kill
+        every stream of the connection; RFC 9113 §5.1.2 makes it a stream error. So h2's own
+        copy of the cap is lifted and `_on_request` refuses the excess streams one by one
+        (REFUSED_STREAM), whether or not the client has acknowledged our SETTINGS."""
+        self.h2.local_settings = _settings(max_streams=_H2_NO_STREAM_CAP)
 
     # ---- bytes in (the ServerConnection's tunnel slot) ----------------------
 
@@ -228,11 +261,46 @@ class H2ServerConnection:
             data = self._upgrade_body(data)
             if not data:
                 return
+        if len(data) <= READ_SLICE and not self._backlog:
+            self._receive(data)
+            return
+        # A big read is handed to h2 in slices, for at most READ_SLICE_TIME per loop iteration
+        # (reading paused meanwhile): a read full of tiny frames cannot hold the event loop
+        # from other connections; a read of big DATA frames still goes through at once.
+        self._backlog.extend(data[at : at + READ_SLICE] for at in range(0, len(data), READ_SLICE))
+        if self._slice_handle is None:
+            self._next_slice()
+
+    def _next_slice(self) -> None:
+        self._slice_handle = None
+        backlog = self._backlog
+        deadline = time.monotonic() + READ_SLICE_TIME
+        while backlog and not self.closed:
+            self._receive(backlog.popleft())
+            if time.monotonic() >= deadline:
+                break
+        if self.closed:
+            backlog.clear()
+        elif backlog:
+            self.sc.block_read(_BLOCK_SLICE)
+            self._slice_handle = asyncio.get_running_loop().call_soon(self._next_slice)
+        else:
+            self.sc.unblock_read(_BLOCK_SLICE)
+
+    def _receive(self, data: bytes) -> None:
         h2c = self.h2
         try:
             events = h2c.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._connection_error(exc.error_code, str(exc))
+            code = exc.error_code
+            if "continuation" in str(exc).lower():
+                # h2's FrameBuffer refuses a header block of more than 64 CONTINUATION
+                # frames (the 2024 CONTINUATION flood): that is abuse, not a mistake. h2 has
+                # queued its own GOAWAY(PROTOCOL_ERROR); ours replaces it.
+                self.h2.data_to_send()
+                self._enhance_your_calm(str(exc))
+                return
+            self._connection_error(code, str(exc))
             return
         for event in events:
             kind = type(event)
@@ -240,7 +308,9 @@ class H2ServerConnection:
                 ev_data = cast(h2.events.DataReceived, event)
                 self._on_data(ev_data.stream_id or 0, ev_data.data or b"", ev_data.flow_controlled_length or 0)
             elif kind is h2.events.RequestReceived:
-                self._on_request(cast(h2.events.RequestReceived, event))
+                if not self._on_request(cast(h2.events.RequestReceived, event)):
+                    self._enhance_your_calm("too many streams refused")
+                    return
             elif kind is h2.events.StreamEnded:
                 stream = self.streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
                 if stream is not None:
@@ -248,9 +318,20 @@ class H2ServerConnection:
             elif kind is h2.events.WindowUpdated:
                 self._on_window(cast(h2.events.WindowUpdated, event).stream_id or 0)
             elif kind is h2.events.StreamReset:
-                self._on_reset(cast(h2.events.StreamReset, event).stream_id or 0)
+                if not self._on_reset(cast(h2.events.StreamReset, event).stream_id or 0):
+                    self._enhance_your_calm("too many streams cancelled (rapid reset)")
+                    return
             elif kind is h2.events.RemoteSettingsChanged:
+                if not self._controls.spend():
+                    self._enhance_your_calm("too many SETTINGS frames")
+                    return
                 self._on_settings()
+            elif kind is h2.events.PingReceived:
+                # h2 queues the ACK itself; a flood of them is bounded here and by
+                # READ_PAUSE_BYTES (Go: maxQueuedControlFrames).
+                if not self._controls.spend():
+                    self._enhance_your_calm("too many PING frames")
+                    return
             elif kind is h2.events.ConnectionTerminated:
                 # The client sends no more streams; the open ones finish, then we close.
                 self.goaway_sent = True
@@ -285,6 +366,10 @@ class H2ServerConnection:
     def tunnel_eof(self) -> None:
         """The socket closed: every open stream's client is gone."""
         self.closed = True
+        self._backlog.clear()
+        if self._slice_handle is not None:
+            self._slice_handle.cancel()
+            self._slice_handle = None
         self._cancel_preface_timer()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -302,17 +387,25 @@ class H2ServerConnection:
 
     def resume_producing(self) -> None:
         self.write_paused = False
+        self.sc.unblock_read(_BLOCK_OUTPUT)
         for stream in list(self.streams.values()):
             stream._update_producer()
 
     # ---- events -------------------------------------------------------------
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
+    def _on_request(self, event: h2.events.RequestReceived) -> bool:
+        """Opens and dispatches the stream; False when the client is over its reset budget."""
         sid = event.stream_id or 0
         if self.goaway_sent and sid > self.last_stream_id:
             # Opened after our GOAWAY crossed it: never processed, safe for the client to retry.
             self._reset(sid, ErrorCodes.REFUSED_STREAM)
-            return
+            return True
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here as a stream error (see
+            # own_stream_cap). Refused streams were never processed (RFC 9113 §8.7), so the
+            # client may retry them; they count against the reset budget.
+            self._reset(sid, ErrorCodes.REFUSED_STREAM)
+            return self._resets.spend()
         self.last_stream_id = sid
         method = url = authority = b""
         headers: list[Header] = []
@@ -339,6 +432,7 @@ class H2ServerConnection:
             url = authority
         stream = self.open_stream(sid, method, url, headers, has_body=event.stream_ended is None)
         self.dispatch(stream)
+        return True
 
     def open_stream(self, sid: int, method: bytes, url: bytes, headers: list[Header], has_body: bool) -> H2Stream:
         stream = H2Stream(self, sid, method, url, headers, has_body)
@@ -393,15 +487,21 @@ class H2ServerConnection:
             if stream.out:
                 stream._pump()
 
-    def _on_reset(self, sid: int) -> None:
-        # RST_STREAM from the client: its request is cancelled now (the breaker slot is freed
-        # by the handler's on_abort, CONTRACT.md §2.6 "a client-cancelled request writes nothing").
+    def _on_reset(self, sid: int) -> bool:
+        """RST_STREAM from the client: its request is cancelled now (the breaker slot is freed
+        by the handler's on_abort, CONTRACT.md §2.6 "a client-cancelled request writes
+        nothing"). False when the client cancels streams faster than the reset budget allows
+        (CVE-2023-44487: each HEADERS+RST_STREAM pair costs us a dispatch, it costs the
+        client nothing)."""
         stream = self.streams.pop(sid, None)
+        within = True
         if stream is not None:
             stream.closed = True
             if not stream.response_done:
+                within = self._resets.spend()
                 stream._client_gone()
         self._maybe_close()
+        return within
 
     def _on_settings(self) -> None:
         self._cancel_preface_timer()
@@ -420,6 +520,12 @@ class H2ServerConnection:
         data = self.h2.data_to_send()
         if data:
             self.sc.write(data)
+            transport = self.transport
+            if transport is not None and transport.get_write_buffer_size() > READ_PAUSE_BYTES:
+                # The client is not reading what we send (ACKs, responses): stop reading
+                # what it sends until the buffer drains (resume_producing), so the frames
+                # that make us write cannot grow our memory without bound.
+                self.sc.block_read(_BLOCK_OUTPUT)
 
     def schedule_flush(self) -> None:
         """Writes what h2 has queued at the end of this loop iteration: the frames several
@@ -493,6 +599,22 @@ class H2ServerConnection:
             self.sc.write(data)
         self.close()
         self.tunnel_eof()
+
+    def _enhance_your_calm(self, detail: str) -> None:
+        """A client over one of its abuse budgets (h2limits): GOAWAY(ENHANCE_YOUR_CALM) with
+        the last stream we processed, then a lingering close: nothing more is read from it,
+        and it is cut off after _ABUSE_LINGER (closing at once, with its frames unread,
+        would send a RST that can destroy the GOAWAY before the client reads it)."""
+        log.warning(
+            "h2 connection closed: over its abuse budget",
+            extra={"fields": {"reason": detail, "client": self.client_ip.decode("latin-1")}},
+        )
+        self.goaway_sent = True
+        self.flush()
+        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+        self.sc.write(frame.serialize())
+        self.tunnel_eof()
+        self.sc.linger_close(_ABUSE_LINGER, abusive=True)
 
     def _preface_timeout(self) -> None:
         self._preface_timer = None

@@ -20,6 +20,7 @@ __all__ = [
     "error_response",
     "http_date",
     "imf_fixdate",
+    "origin_form",
     "plain_response",
     "split_head",
 ]
@@ -70,6 +71,31 @@ def imf_fixdate(seconds: float) -> bytes:
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode()
+
+
+_SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def origin_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """An absolute-form request target (`http://user@host:81/p?q`) as (authority without
+    userinfo, origin-form target `/p?q`), the way Go's url.ParseRequestURI and
+    URL.RequestURI() split it: the query is cut first, the authority runs to the first
+    `/`, userinfo (up to the last `@`) is dropped, an empty path is `/`. None for any other
+    form Go would not forward as origin-form (no `scheme://`)."""
+    sep = target.find(b"://")
+    if sep <= 0 or not _SCHEME.fullmatch(target, 0, sep):
+        return None
+    rest = target[sep + 3 :]
+    query = b""
+    mark = rest.find(b"?")
+    if mark >= 0:
+        rest, query = rest[:mark], rest[mark:]
+    slash = rest.find(b"/")
+    authority, path = (rest[:slash], rest[slash:]) if slash >= 0 else (rest, b"/")
+    at = authority.rfind(b"@")
+    if at >= 0:
+        authority = authority[at + 1 :]
+    return authority, path + query
 
 
 def connection_tokens(value: bytes) -> set[bytes]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
-from .headers import Header, error_response, http_date, plain_response, reason_phrase
+from .headers import Header, error_response, http_date, origin_form, plain_response, reason_phrase
 from .outbox import OutboxWriter
 
 if TYPE_CHECKING:
@@ -46,8 +46,16 @@ _BLOCK_PIPELINE = 1  # requests queued behind the current one (answered in order
 _BLOCK_BODY = 2  # the body sink's destination is full
 _BLOCK_UPGRADE = 4  # an upgrade is being negotiated upstream
 
-# Request headers the connection itself acts on (framing and 100-continue).
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# Request headers the connection itself acts on (framing, Host rules and 100-continue).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host"})
+
+# The bytes Go's httpguts.ValidHostHeader allows in Host (reg-name, IP literals, port);
+# `translate(None, _HOST_BYTES)` leaves what is not allowed (one C call per request).
+_HOST_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!$%&'()*+,-.:;=[]_~"
+
+# Go's rstAvoidanceDelay: how long a refused connection is read (and discarded) after
+# its error response, before it is closed.
+_RST_AVOIDANCE_DELAY = 0.5
 
 # Buffer at most this much request body before a sink is attached (breaker queue).
 _BODY_BUFFER_LIMIT = 64 * 1024
@@ -189,6 +197,11 @@ class HttpExchange(Protocol):
 
 class _HeaderTooLarge(Exception):
     pass
+
+
+class _BadRequest(Exception):
+    """Raised from a parser callback after `_parse_error` is set: the request is refused
+    before it is handed to the handler (nothing is forwarded)."""
 
 
 class Exchange:
@@ -522,10 +535,73 @@ class Exchange:
 Handler = Callable[[HttpExchange], None]
 
 
+class _Discard:
+    """The tunnel peer of a connection that is being closed after an error response: the
+    client's remaining bytes are read and dropped (see ServerConnection.linger_close)."""
+
+    def tunnel_write(self, data: bytes) -> None:
+        return None
+
+    def tunnel_eof(self) -> None:
+        return None
+
+    def pause_producing(self) -> None:
+        return None
+
+    def resume_producing(self) -> None:
+        return None
+
+
+_DISCARD = _Discard()
+
+
+class _UpgradeBody:
+    """The tunnel slot while the rest of an upgrade request's Content-Length body arrives
+    (see ServerConnection._upgrade_body); then the connection waits for the upgrade."""
+
+    __slots__ = ("conn", "ex", "left")
+
+    def __init__(self, conn: ServerConnection, ex: Exchange, left: int) -> None:
+        self.conn = conn
+        self.ex = ex
+        self.left = left
+
+    def tunnel_write(self, data: bytes) -> None:
+        ex = self.ex
+        take = data[: self.left]
+        self.left -= len(take)
+        ex._on_body(take)
+        if self.left:
+            return
+        conn = self.conn
+        conn.tunnel_peer = None
+        ex.upgrade_leftover += data[len(take) :]
+        conn.block_read(_BLOCK_UPGRADE)
+        ex.body_done = True
+        sink = ex._body_sink
+        if sink is not None:
+            sink.on_request_body_end()
+
+    def tunnel_eof(self) -> None:
+        return None
+
+    def pause_producing(self) -> None:
+        producer = self.ex.producer
+        if producer is not None:
+            producer.pause_producing()
+
+    def resume_producing(self) -> None:
+        producer = self.ex.producer
+        if producer is not None:
+            producer.resume_producing()
+
+
 class ServerConnection(OutboxWriter, asyncio.Protocol):
     __slots__ = (
+        "_good_host",
         "_header_bytes",
         "_header_deadline",
+        "_hosts",
         "_parse_error",
         "_read_block",
         "client_ip",
@@ -558,6 +634,8 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.write_paused = False
         self._read_block = 0
         self._header_bytes = 0
+        self._hosts = 0  # Host lines of the request being parsed
+        self._good_host = b""  # the last Host value found valid on this connection
         self._header_deadline: asyncio.TimerHandle | None = None
         self._parse_error: tuple[int, str] | None = None
 
@@ -611,14 +689,23 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             offset = int(exc.args[0]) if exc.args else len(data)
             ex = self.parsing or (self.pending[-1] if self.pending else self.current)
+            # A flag, not `self.tunnel_peer is None`: mypy narrowed that attribute to None above,
+            # and compiled code would reject the _UpgradeBody that _upgrade_body may set.
+            body_follows = False
             if ex is not None:
                 ex.upgrade_leftover = bytes(data[offset:])
+                if ex.content_length and not ex.chunked_request and ex.header(b"http2-settings") is None:
+                    body_follows = self._upgrade_body(ex, ex.content_length)
             # Nothing more is HTTP on this connection until the handler decides.
-            self.block_read(_BLOCK_UPGRADE)
+            if not body_follows:
+                self.block_read(_BLOCK_UPGRADE)
         except httptools.HttpParserError as exc:
             if (
                 self._parse_error is None
                 and self.parser.get_method() == b"PRI"
+                # Only a `PRI ... HTTP/2.0` line (h2 then checks the rest of the preface): `PRI` with
+                # garbage or another version is a broken HTTP/1.1 request (400, as in Go).
+                and self.parser.get_http_version() == "2.0"
                 and self.current is None
                 and not self.pending
             ):
@@ -663,6 +750,7 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.parsing = Exchange(self)
         self.parsing.start_time = time.monotonic()
         self._header_bytes = 0
+        self._hosts = 0
 
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
@@ -695,7 +783,27 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
                 except ValueError:
                     ex.content_length = None
             elif lname == b"transfer-encoding":
-                ex.chunked_request = b"chunked" in value.lower()
+                # Go's readTransfer (net/http transfer.go): one Transfer-Encoding line whose
+                # value is exactly `chunked` (any case); anything else, `identity`, a list,
+                # `chunked;q=1`, `"chunked"` or a second line included, is 501 "Unsupported
+                # transfer encoding" before the handler runs. llhttp alone would take
+                # `gzip, chunked` and answer 400 for the rest (RFC 9112 §6.1); Go's 501 is kept.
+                if ex.chunked_request or value.strip(b" \t").lower() != b"chunked":
+                    self._parse_error = (501, "Unsupported transfer encoding")
+                    raise _BadRequest
+                ex.chunked_request = True
+            elif lname == b"host":
+                # Go's server (readRequest): "too many Host headers" and a Host with a byte
+                # httpguts.ValidHostHeader refuses are 400s.
+                if self._hosts:
+                    self._parse_error = (400, "400 Bad Request: too many Host headers")
+                    raise _BadRequest
+                self._hosts = 1
+                if value != self._good_host:  # keep-alive requests repeat their Host
+                    if value.translate(None, _HOST_BYTES):
+                        self._parse_error = (400, "400 Bad Request: malformed Host header")
+                        raise _BadRequest
+                    self._good_host = value
             else:
                 ex.expect_continue = value.lower() == b"100-continue"
 
@@ -705,7 +813,20 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         parser = self.parser
         ex.method = parser.get_method()
         version = parser.get_http_version()
-        ex.version = b"1.1" if version == "1.1" else version.encode()
+        if version != "1.1":  # Exchange.version defaults to b"1.1"
+            if version != "1.0":
+                # llhttp takes `HTTP/0.9` (and a request line without a version) and `HTTP/2.0`;
+                # Go's http1ServerSupportsRequest answers 505 for every major version but 1
+                # (Go answers 400 for a versionless line, which llhttp reports as 0.9 too).
+                self._parse_error = (505, "505 HTTP Version Not Supported: unsupported protocol version")
+                raise _BadRequest
+            ex.version = b"1.0"
+        elif not self._hosts and ex.method != b"CONNECT":
+            # Go's server: an HTTP/1.1 request without Host is 400 (RFC 9112 §3.2).
+            self._parse_error = (400, "400 Bad Request: missing required Host header")
+            raise _BadRequest
+        if ex.url[:1] != b"/":
+            self._check_target(ex)
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
         ex.head_request = ex.method == b"HEAD"
@@ -714,6 +835,55 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.pending.append(ex)
         if self.current is not None or len(self.pending) > 1:
             self.block_read(_BLOCK_PIPELINE)
+
+    def _check_target(self, ex: Exchange) -> None:
+        """A request target that is not origin-form (RFC 9112 §3.2.2-3.2.4), normalised as
+        Go's server and reverse proxy do. Rare, so kept off the common path."""
+        url = ex.url
+        if url == b"*":
+            if ex.method != b"OPTIONS":
+                # Go's ServeMux answers 400 to `*` with any method but OPTIONS.
+                self._parse_error = (400, "400 Bad Request")
+                raise _BadRequest
+            return  # answered by the server itself (_dispatch_next), as Go does
+        if ex.method == b"CONNECT":
+            return  # authority-form: the handler decides
+        parsed = origin_form(url)
+        if parsed is None:
+            # Go: url.ParseRequestURI fails ("invalid URI for request") → 400.
+            self._parse_error = (400, "400 Bad Request")
+            raise _BadRequest
+        authority, target = parsed
+        # Absolute-form: Go's server sets Request.Host from the URL (a Host line is ignored,
+        # RFC 9112 §3.2.2) and drops userinfo; the reverse proxy writes the origin form and
+        # forwards that Host unchanged (CONTRACT.md §2.6 "Host restoration").
+        ex.url = target
+        if authority:
+            headers = ex.headers
+            for i, (lname, name, _value) in enumerate(headers):
+                if lname == b"host":
+                    headers[i] = (lname, name, authority)
+                    break
+            else:
+                headers.append((b"host", b"Host", authority))
+            if b"host" in self.server.watch:
+                ex.watched[b"host"] = authority
+
+    def _upgrade_body(self, ex: Exchange, length: int) -> bool:
+        """An upgrade request with a Content-Length body: llhttp hands the body over unparsed,
+        with the bytes after it. Go's server reads it as the request body (the reverse proxy
+        forwards it as a body, then switches protocols on a 101), so it is taken out of the
+        tunnel data here; what does not fit in this read arrives through `_UpgradeBody` (then True)."""
+        leftover = ex.upgrade_leftover
+        body, ex.upgrade_leftover = leftover[:length], leftover[length:]
+        ex.body_done = False
+        if body:
+            ex._on_body(body)
+        if len(body) < length:
+            self.tunnel_peer = _UpgradeBody(self, ex, length - len(body))
+            return True
+        ex.body_done = True
+        return False
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
@@ -765,6 +935,11 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
 
             if serve_upgrade(self, ex):
                 return
+        if ex.url == b"*":
+            # `OPTIONS *` (the only method _check_target lets through with `*`): Go's
+            # serverHandler answers it itself (globalOptionsHandler), never the handler.
+            ex.respond_text(200, b"")  # Content-Length: 0, no body
+            return
         self.server.requests_started += 1
         try:
             self.server.handler(ex)
@@ -782,7 +957,10 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         if not ex.keep_alive or not ex.body_done or self.server.closing or ex.upgrade:
             # An unread body (or an upgrade that was declined) leaves the stream
             # in an unknown state: close rather than parse body bytes as requests.
-            self.close()
+            if ex.body_done:
+                self.close()
+            else:
+                self.linger_close()
             return
         if self.pending:
             loop = asyncio.get_running_loop()
@@ -844,12 +1022,24 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         self.parsing = None
         current = self.current
         if current is not None and ex is current and not current.body_done:
-            # The body of the request being answered is malformed: it cannot go on.
+            # The body of the request being answered is malformed: it cannot go on. Its
+            # relay is cancelled too (the upstream connection closes mid-body, so the app
+            # never sees a complete request) and its breaker slot is freed now, not when
+            # the upstream gives up waiting for the rest of the body.
+            cancel, current.on_abort = current.on_abort, None
             if not current.response_started:
                 current.respond_error(400, "malformed request body")
             else:
                 current.abort()
+            if cancel is not None:
+                cancel()
             return
+        if ex is not None and self.pending and self.pending[-1] is ex:
+            # Its head was parsed but it was not handed to the handler yet: llhttp reports
+            # most framing errors right after the head, and a bad body in the same read
+            # as its head fails before dispatch. It is never forwarded; the requests
+            # before it are answered, then the error (exchange_done writes it).
+            self.pending.pop()
         if current is None and not self.pending:
             self._write_parse_error()
         else:
@@ -859,10 +1049,33 @@ class ServerConnection(OutboxWriter, asyncio.Protocol):
         assert self._parse_error is not None
         status, message = self._parse_error
         self.server.bad_requests += 1
-        self.write(
-            plain_response(status, message.encode(), close=True)
-        )
-        self.close()
+        self.write(plain_response(status, message.encode(), close=True))
+        self.linger_close()
+
+    def linger_close(self, delay: float = _RST_AVOIDANCE_DELAY, abusive: bool = False) -> None:
+        """Go's closeWriteAndWait, for a connection closed with request bytes unread (an
+        error response, a body left unread): half-close, wait a moment, then close. Closing
+        at once with unread bytes in our receive buffer sends a RST, which can destroy the
+        response in the client's buffer before it reads it. Meanwhile the client's bytes are
+        read and dropped, so a client still writing its request gets to read the answer; an
+        `abusive` one (an HTTP/2 flooder) is not read at all, and is aborted at the end."""
+        transport = self.transport
+        if transport is None or self.closed or not transport.can_write_eof():
+            self.close()
+            return
+        self.flush_out()
+        transport.write_eof()
+        self.closed = True  # nothing more is written or parsed
+        self.tunnel_peer = _DISCARD  # data_received's first branch: no cost on the common path
+        self._cancel_header_deadline()
+        self._read_block = 0
+        loop = asyncio.get_running_loop()
+        if abusive:
+            transport.pause_reading()
+            loop.call_later(delay, transport.abort)
+        else:
+            transport.resume_reading()
+            loop.call_later(delay, transport.close)
 
     def _arm_header_deadline(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .commands.cli import HANDLERS as COMMAND_HANDLERS
+from .commands.cli import add_parsers as add_command_parsers
 from .manifest import ManifestError, load_manifests
 from .state import StateDir, default_home
 from .status import render_status
@@ -64,8 +66,17 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write a PNG plot of requests, concurrency and pods over time")
     report.add_argument("-o", "--output", type=Path, default=Path("sluice-report.png"))
+    report.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        metavar="TIME=LABEL",
+        help="label the phase that starts at TIME (Unix time, or seconds since the first sample); repeatable. "
+        "Without it phases are derived: idle / scale from zero / traffic / cool down",
+    )
 
     sub.add_parser("down", help="stop everything `up` started")
+    add_command_parsers(sub)
     return top
 
 
@@ -79,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = StateDir(args.home.resolve() if args.home else default_home())
     command = args.command
     handlers = {"up": _up, "apply": _apply, "delete": _delete, "status": _status, "report": _report, "down": _down}
+    handlers |= COMMAND_HANDLERS
     sys.exit(handlers[command](args, state))
 
 
@@ -115,10 +127,7 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
         return 2
     running = state.live_supervisor()
     if running is not None:
-        if not manifests:
-            print(f"sluice local is already running (pid {running['supervisor']['pid']}); ingress {running['ingress']}")
-            return 0
-        return _apply_to(state, manifests)
+        return _up_while_running(args, state, running, manifests)
     if args.detach:
         return _detach(args, state)
     from .supervisor import LocalOptions, StartupError, Supervisor
@@ -144,9 +153,58 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     return 0
 
 
+def _up_while_running(args: argparse.Namespace, state: StateDir, running: dict[str, Any], manifests: Any) -> int:
+    """A second `up`: applies its manifests to the running instance (what a user who runs `up -f`
+    again wants) and says so, naming every start-up option that cannot change without a restart."""
+    pid = running["supervisor"]["pid"]
+    ingress = str(running.get("ingress", ""))
+    print(f"sluice local is already running on {ingress} (pid {pid})")
+    code = _apply_to(state, manifests) if manifests else 0
+    if manifests and code == 0:
+        print(f"applied {', '.join(args.filename)} to it")
+    ignored = _ignored_options(args, running)
+    if ignored:
+        print(
+            f"{', '.join(ignored)} ignored: the running instance keeps its settings; "
+            "stop it first with `sluice local down` to start with new ones"
+        )
+    return code
+
+
+def _ignored_options(args: argparse.Namespace, running: dict[str, Any]) -> list[str]:
+    defaults = _parser().parse_args(["local", "up"])
+    current = {
+        "port": str(running.get("ingress", "")).rsplit(":", 1)[-1],
+        "host": str(running.get("ingress", "")).removeprefix("http://").rsplit(":", 1)[0],
+        "net": running.get("net"),
+        "domain": running.get("domain"),
+    }
+    out = []
+    for name in ("port", "host", "net", "domain", "drain_quiet_period", "autoscaler_config", "detach"):
+        value = getattr(args, name)
+        if value == getattr(defaults, name):
+            continue
+        if name in current and str(value) == str(current[name]):
+            continue  # asked for what runs anyway
+        flag = "--" + name.replace("_", "-")
+        out.append(f"{flag} {value}" if name not in ("autoscaler_config", "detach") else flag)
+    return out
+
+
 def _banner(opts: Any, names: list[str]) -> None:
-    url = f"http://{opts.host}:{opts.port}"
+    from .commands.kubeconfig import CONTEXT, refresh_if_merged, user_kubeconfig
+    from .snapshot import ingress_base
+
+    url = ingress_base(opts.host, opts.port)
+    kubeconfig = opts.state.kubeconfig
     print(f"sluice local is up: ingress {url} (state in {opts.state.root}); Ctrl-C stops everything", flush=True)
+    print(f"  kubectl: export KUBECONFIG={kubeconfig}    (context {CONTEXT!r})", flush=True)
+    # Only the default instance refreshes a merged context (a demo's or a test's own --home must not
+    # repoint the user's kubectl at a throw-away instance).
+    if opts.state.root == default_home() and refresh_if_merged(kubeconfig):
+        print(f"           or kubectl --context {CONTEXT} ... ({user_kubeconfig()} refreshed)", flush=True)
+    else:
+        print("           or `sluice local kubeconfig --merge`, then kubectl --context sluice-local ...", flush=True)
     for name in names:
         print(f"  curl -H 'Host: {name}.default.{opts.domain}' {url}/    or    curl {url}/{name}/", flush=True)
 
@@ -179,6 +237,8 @@ def _detach(args: argparse.Namespace, state: StateDir) -> int:
     while time.monotonic() < deadline:
         st = state.read_state()
         if st is not None and st.get("ready") and st.get("supervisor", {}).get("pid") == proc.pid:
+            manifests = _load(args.filename) or []
+            _wait_listed(state, {(m.namespace, m.name) for m in manifests})
             print(
                 f"sluice local is up in the background (pid {proc.pid}): ingress {st['ingress']}; "
                 f"`sluice local down` stops it"
@@ -210,7 +270,19 @@ def _apply_to(state: StateDir, manifests: Any) -> int:
 
     for line in _client_call(state, lambda kube: apply_manifests(kube, manifests)):
         print(line)
+    _wait_listed(state, {(m.namespace, m.name) for m in manifests})
     return 0
+
+
+def _wait_listed(state: StateDir, keys: set[tuple[str, str]], timeout: float = 3.0) -> None:
+    """Returns once `status.json` lists these Services (the next snapshot, within a second), so a
+    `status` or `service list` right after `apply` or `up -d` shows what was just applied."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = state.read_json(state.status_file) or {}
+        if keys <= {(s.get("namespace"), s.get("name")) for s in snap.get("services") or ()}:
+            return
+        time.sleep(0.1)
 
 
 def _apply(args: argparse.Namespace, state: StateDir) -> int:
@@ -245,12 +317,12 @@ def _status(args: argparse.Namespace, state: StateDir) -> int:
         print("sluice local is not running")
         return 0
     if not args.watch:
-        snap = state.read_json(state.status_file) or {"services": []}
+        snap = _fresh_snapshot(state)
         print(json.dumps(snap | {"running": True}, indent=1) if args.json else render_status(snap))
         return 0
     try:
         while state.live_supervisor() is not None:
-            snap = state.read_json(state.status_file) or {"services": []}
+            snap = _fresh_snapshot(state)
             text = json.dumps(snap) if args.json else render_status(snap)
             sys.stdout.write(("\x1b[H\x1b[2J" if sys.stdout.isatty() and not args.json else "") + text + "\n")
             sys.stdout.flush()
@@ -260,11 +332,34 @@ def _status(args: argparse.Namespace, state: StateDir) -> int:
     return 0
 
 
+def _fresh_snapshot(state: StateDir) -> dict[str, Any]:
+    """The snapshot; when it lists no Service, the next one (written within a second) is awaited,
+    so a Service applied a moment ago is not reported as "no services"."""
+    asked = time.time()
+    snap = state.read_json(state.status_file) or {"services": []}
+    deadline = time.monotonic() + 2.5
+    while not snap.get("services") and float(snap.get("time") or 0) <= asked and time.monotonic() < deadline:
+        time.sleep(0.1)
+        snap = state.read_json(state.status_file) or snap
+    return dict(snap)
+
+
 def _report(args: argparse.Namespace, state: StateDir) -> int:
     from .report import ReportError, write_report
 
+    phases = None
+    if args.phase:
+        phases = []
+        for item in args.phase:
+            when, sep, label = item.partition("=")
+            try:
+                phases.append((float(when), label.strip()))
+            except ValueError:
+                sep = ""
+            if not sep or not label.strip():
+                return _err(f"--phase {item!r}: expected TIME=LABEL")
     try:
-        n = write_report(state.samples_file, args.output)
+        n = write_report(state.samples_file, args.output, phases)
     except ReportError as exc:
         return _err(str(exc))
     print(f"wrote {args.output} ({n} samples)")

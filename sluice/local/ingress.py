@@ -2,10 +2,11 @@
 
 One port; a request is matched to a Route by Host (`<route>.<ns>.<domain>`, `<tag>-<route>...`,
 or the cluster-local forms) or, failing that, by a path prefix (`/<route>/...` or
-`/<ns>/<route>/...`, stripped before forwarding). The Route's `status.traffic` picks a revision
-by weight, and the request goes to an address of the revision's **public** Endpoints — the
-activator while the SKS is in Proxy mode, the pods in Serve mode (CONTRACT.md §0) — with
-`Knative-Serving-Revision` / `Knative-Serving-Namespace` added, as Knative's ingresses do.
+`/<ns>/<route>/...`, and `/<tag>-<route>/...` for a tag, stripped before forwarding). The
+Route's `status.traffic` picks a revision by weight, and the request goes to an address of the
+revision's **public** Endpoints — the activator while the SKS is in Proxy mode, the pods in
+Serve mode (CONTRACT.md §0) — with `Knative-Serving-Revision` / `Knative-Serving-Namespace`
+added, as Knative's ingresses do.
 """
 
 from __future__ import annotations
@@ -27,8 +28,22 @@ from .controller.names import meta
 __all__ = ["Ingress", "RouteStats"]
 
 _DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace"})
-# How long a request waits for a route's endpoints to appear (a revision just created).
+# A request that never reached an app (the dial to the activator or pod failed, or a Sluice
+# queue-proxy / activator answered 502 marked not sent, see `sluice.http.forward`) is sent to
+# another address of the same Endpoints (the other activator replica, another pod), what
+# Envoy-based ingresses do with `retry_on: connect-failure`; the failed address sits out
+# `DOWN_FOR` seconds. With no other address (every activator restarting) the request is held and
+# retried until an address takes it, for at most `ENDPOINTS_WAIT` from its arrival. Nothing that
+# may have reached an app is ever sent twice.
+
+# How long a request waits for a route's endpoints to appear (a revision just created), or
+# for an address that takes it after the ones tried failed before it reached them.
 ENDPOINTS_WAIT = 30.0
+# How long an address that refused a request stays out of the rotation (then it is tried again:
+# a restarted activator is back within seconds).
+DOWN_FOR = 0.25
+# How often a held request looks again (an Endpoints change wakes it sooner).
+HOLD_POLL = 0.1
 
 
 @dataclass
@@ -53,6 +68,8 @@ class _Table:
         self.hosts: dict[str, _Target] = {}
         self.paths: dict[str, _Target] = {}
         names: dict[str, list[_Target]] = {}
+        tag_paths: dict[str, _Target] = {}
+        tag_names: dict[str, list[_Target]] = {}
         for route in caches.routes.items():
             m = meta(route)
             ns, name = m.get("namespace", "default"), m["name"]
@@ -65,13 +82,29 @@ class _Table:
             for t in traffic:
                 if t.get("tag"):
                     tag_host = f"{t['tag']}-{name}.{ns}.{domain}"
-                    self.hosts[tag_host] = _Target(ns, name, tag_host, ((t["revisionName"], 1),))
+                    tag_target = _Target(ns, name, tag_host, ((t["revisionName"], 1),))
+                    self.hosts[tag_host] = tag_target
+                    # The tag's path prefix is its host's first label, `/<tag>-<route>/`, as
+                    # `/<route>/` is the route's; a Route of that very name wins (set below).
+                    tag_paths[f"{ns}/{t['tag']}-{name}"] = tag_target
+                    tag_names.setdefault(f"{t['tag']}-{name}", []).append(tag_target)
             self.paths[f"{ns}/{name}"] = target
             names.setdefault(name, []).append(target)
+        for key, tag_target in tag_paths.items():
+            self.paths.setdefault(key, tag_target)
         for name, targets in names.items():
-            chosen = next((t for t in targets if t.namespace == "default"), targets[0] if len(targets) == 1 else None)
+            chosen = _pick(targets)
             if chosen is not None:
                 self.paths[name] = chosen
+        for name, targets in tag_names.items():
+            chosen = _pick(targets)
+            if chosen is not None:
+                self.paths.setdefault(name, chosen)
+
+
+def _pick(targets: list[_Target]) -> _Target | None:
+    """The target of a namespace-less path: the `default` namespace's, else the only one."""
+    return next((t for t in targets if t.namespace == "default"), targets[0] if len(targets) == 1 else None)
 
 
 class Ingress:
@@ -84,6 +117,8 @@ class Ingress:
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
         self._table: _Table | None = None
         self._rr = 0
+        # (ip, port) -> until when it is out of the rotation (see `mark_down`).
+        self._down: dict[tuple[str, int], float] = {}
         self._changed = asyncio.Event()
         caches.subscribe(self._invalidate)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -140,10 +175,23 @@ class Ingress:
             port = next((int(p["port"]) for p in subset.get("ports") or () if p.get("name") in ("http", "http2")), 0)
             if port:
                 found += [(str(a["ip"]), port) for a in subset.get("addresses") or () if a.get("ip")]
+        if self._down:
+            found = self._without_down(found)
         if not found:
             return None
         self._rr += 1
         return found[self._rr % len(found)]
+
+    def _without_down(self, found: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        now = self.clock()
+        for addr, until in list(self._down.items()):
+            if until <= now:
+                del self._down[addr]
+        return [a for a in found if a not in self._down]
+
+    def mark_down(self, addr: tuple[str, int]) -> None:
+        """`addr` failed a request before the request reached it: out for DOWN_FOR."""
+        self._down[addr] = self.clock() + DOWN_FOR
 
     # ---- handling -------------------------------------------------------------------------
 
@@ -178,36 +226,58 @@ class _Relay(Forwarder):
         self.stats = stats
         self.done = False
         self.task: asyncio.Task[None] | None = None
+        self.addr: tuple[str, int] | None = None
+        self.deadline = ingress.clock() + ENDPOINTS_WAIT
 
     def start(self) -> None:
         self.ex.on_abort = self._client_gone
+        self._route()
+
+    def _route(self) -> None:
         addr = self.ingress._address(self.target.namespace, self.revision)
         if addr is not None:
             self._forward(addr)
-            return
-        self.task = asyncio.get_running_loop().create_task(self._wait_for_endpoints())
+        else:
+            self._hold()
+
+    def _hold(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._wait_for_address())
         self.ingress._tasks.add(self.task)
         self.task.add_done_callback(self.ingress._tasks.discard)
 
-    async def _wait_for_endpoints(self) -> None:
-        deadline = self.ingress.clock() + ENDPOINTS_WAIT
+    async def _wait_for_address(self) -> None:
+        ingress = self.ingress
         while not self.done:
-            addr = self.ingress._address(self.target.namespace, self.revision)
+            addr = ingress._address(self.target.namespace, self.revision)
             if addr is not None:
+                self.task = None
                 self._forward(addr)
                 return
-            remaining = deadline - self.ingress.clock()
+            remaining = self.deadline - ingress.clock()
             if remaining <= 0:
-                self.ex.respond_error(503, f"no endpoints for revision {self.revision}")
-                self.finished()
+                self.task = None
+                if self.addr is None:
+                    self.ex.respond_error(503, f"no endpoints for revision {self.revision}")
+                    self.finished()
+                else:
+                    self.on_upstream_error(ConnectionRefusedError("no address of the revision took the request"))
                 return
-            self.ingress._changed.clear()
+            ingress._changed.clear()
             try:
-                await asyncio.wait_for(self.ingress._changed.wait(), min(remaining, 0.5))
+                await asyncio.wait_for(ingress._changed.wait(), min(remaining, HOLD_POLL))
             except TimeoutError:
                 pass
 
+    def retry_elsewhere(self) -> bool:
+        """The request reached no app (see the module docstring): another address, or held."""
+        if self.done or self.addr is None or self.ingress.clock() >= self.deadline:
+            return False
+        self.ingress.mark_down(self.addr)
+        self._route()
+        return True
+
     def _forward(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
         ex = self.ex
         extra = (
             b"Knative-Serving-Revision: " + self.revision.encode() + b"\r\n"

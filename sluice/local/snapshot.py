@@ -3,8 +3,14 @@
 (what `sluice local report` plots).
 
 Sources, as an operator of a cluster would use them: the API objects (Service, Revision, PA,
-SKS, Deployment, Pods), the ingress's request counters, each queue-proxy's
-`kn_serving_queue_depth` on :9091, and the autoscaler's `PANICKING` / `un-panicking` log lines.
+SKS, Deployment, Pods), the ingress's request counters, each queue-proxy's current Stat on :9090
+(what the autoscaler scrapes, CONTRACT.md §1.1/§4.8), and the autoscaler's `PANICKING` /
+`un-panicking` log lines.
+
+The queue depth is the Stat's `average_concurrent_requests` (requests at the pod, waiting in the
+breaker or running, averaged over the last 1 s reporting period, §2.9), not the Prometheus
+`kn_serving_queue_depth` gauge: that gauge is set when a request *finishes*, so it keeps its last
+value once load stops (and exists only with containerConcurrency > 0).
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from sluice.wire import DecodeError, decode_stat
 
 from .controller.names import condition, controlled_by, meta
 from .controller.network import pod_is_ready
@@ -78,10 +87,90 @@ def _pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_snapshot(sup: Supervisor, queue: dict[str, int], panic: dict[str, bool]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class PodStat:
+    """One pod's current Stat (the last 1 s reporting period)."""
+
+    concurrency: float = 0.0
+    rps: float = 0.0
+
+
+# Knative's config-autoscaler defaults for the target (CONTRACT.md §4.1).
+_TARGET_DEFAULTS = {"concurrency": 100.0, "rps": 200.0}
+_TARGET_KEYS = {"concurrency": "container-concurrency-target-default", "rps": "requests-per-second-target-default"}
+
+
+def _target(rev: dict[str, Any], config: dict[str, str]) -> dict[str, Any]:
+    """The per-pod target the autoscaler aims at (§4.6): the `target` annotation, else
+    containerConcurrency (concurrency metric), else the ConfigMap default; times the utilization."""
+    ann = meta(rev).get("annotations") or {}
+    metric = ann.get("autoscaling.knative.dev/metric", "concurrency")
+    metric = metric if metric in _TARGET_DEFAULTS else "concurrency"
+    cc = int((rev.get("spec") or {}).get("containerConcurrency") or 0)
+    try:
+        value = float(ann["autoscaling.knative.dev/target"])
+    except (KeyError, ValueError):
+        value = float(cc) if metric == "concurrency" and cc > 0 else _config_float(config, _TARGET_KEYS[metric], metric)
+    if metric == "concurrency" and cc > 0:
+        value = min(value, float(cc))
+    try:
+        util = float(ann["autoscaling.knative.dev/target-utilization-percentage"])
+    except (KeyError, ValueError):
+        util = float(config.get("container-concurrency-target-percentage", "70") or 70)
+    return {"metric": metric, "value": value, "utilization": util / 100.0}
+
+
+def _config_float(config: dict[str, str], key: str, metric: str) -> float:
+    try:
+        return float(config[key])
+    except (KeyError, ValueError):
+        return _TARGET_DEFAULTS[metric]
+
+
+GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _image(rev: dict[str, Any]) -> str:
+    containers = (rev.get("spec") or {}).get("containers") or [{}]
+    return str(containers[0].get("image", ""))
+
+
+def _conditions(obj: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {k: str(cond.get(k, "")) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
+        for cond in (obj.get("status") or {}).get("conditions") or ()
+        if isinstance(cond, dict)
+    ]
+
+
+def _with_port(url: str, port: int) -> str:
+    """A Knative URL (`http://host`) with the ingress port, which is what a client must dial."""
+    if not url or port == 80 or not url.startswith("http://"):
+        return url
+    scheme_host, slash, rest = url[len("http://") :].partition("/")
+    return f"http://{scheme_host}:{port}{slash}{rest}"
+
+
+def ingress_base(host: str, port: int) -> str:
+    """The address a client on this machine dials (a wildcard listen address is reached on loopback)."""
+    dial = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{dial}:{port}"
+
+
+def build_snapshot(sup: Supervisor, stats: dict[str, PodStat], panic: dict[str, bool]) -> dict[str, Any]:
     c = sup.caches
     assert c is not None
     ingress_stats = sup.ingress.stats if sup.ingress is not None else {}
+    port = sup.opts.port
+    base = ingress_base(sup.opts.host, port)
+    config = dict(sup.opts.autoscaler_config)
     services = []
     for ksvc in sorted(c.ksvcs.items(), key=lambda o: (meta(o).get("namespace", ""), meta(o)["name"])):
         m = meta(ksvc)
@@ -89,6 +178,10 @@ def build_snapshot(sup: Supervisor, queue: dict[str, int], panic: dict[str, bool
         st = ksvc.get("status") or {}
         ready_cond = condition(ksvc, "Ready") or {}
         cfg = c.configurations.get(ns, name)
+        traffic = [dict(t) for t in st.get("traffic") or ()]
+        for t in traffic:
+            if t.get("url"):
+                t["url"] = _with_port(str(t["url"]), port)
         revisions = []
         for rev in sorted(c.in_namespace(c.revisions, ns), key=lambda o: str(meta(o)["name"])):
             if cfg is None or not controlled_by(rev, cfg):
@@ -102,44 +195,65 @@ def build_snapshot(sup: Supervisor, queue: dict[str, int], panic: dict[str, bool
                 for p in c.in_namespace(c.pods, ns)
                 if (meta(p).get("labels") or {}).get("serving.knative.dev/revision") == rname
             ]
+            live = [stats.get(str((p.get("status") or {}).get("podIP", ""))) for p in pods]
+            concurrency = sum(s.concurrency for s in live if s is not None)
             rcond = condition(rev, "Ready") or {}
-            percent = sum(int(t.get("percent") or 0) for t in st.get("traffic") or () if t.get("revisionName") == rname)
+            mine = [t for t in traffic if t.get("revisionName") == rname]
+            desired = (pa.get("status") or {}).get("desiredScale")
             revisions.append(
                 {
                     "name": rname,
+                    "created": meta(rev).get("creationTimestamp", ""),
+                    "generation": _int((meta(rev).get("labels") or {}).get(GENERATION_LABEL)),
+                    "image": _image(rev),
+                    "conditions": _conditions(rev),
                     "ready": rcond.get("status", "Unknown"),
                     "reason": rcond.get("reason", ""),
                     "message": rcond.get("message", ""),
-                    "traffic": percent,
-                    "desired": (pa.get("status") or {}).get("desiredScale"),
+                    "traffic": sum(int(t.get("percent") or 0) for t in mine),
+                    "tags": [str(t["tag"]) for t in mine if t.get("tag")],
+                    # Unknown (no PA status yet, or Knative's -1) is None, shown as "-".
+                    "desired": desired if isinstance(desired, int) and desired >= 0 else None,
                     "replicas": (dep.get("spec") or {}).get("replicas"),
                     "ready_pods": sum(1 for p in pods if pod_is_ready(p) and not meta(p).get("deletionTimestamp")),
                     "pods": [_pod_view(p) for p in sorted(pods, key=lambda p: str(meta(p)["name"]))],
                     "mode": (sks.get("spec") or {}).get("mode", ""),
                     "active": (condition(pa, "Active") or {}).get("status", "Unknown") if pa else "Unknown",
                     "panic": panic.get(f"{ns}/{rname}", False),
-                    "queue_depth": sum(queue.get(str((p.get("status") or {}).get("podIP", "")), 0) for p in pods),
+                    "queue_depth": round(concurrency),
+                    "concurrency": round(concurrency, 3),
+                    "rps": round(sum(s.rps for s in live if s is not None), 3),
+                    "target": _target(rev, config),
                 }
             )
-        stats = ingress_stats.get((ns, name))
+        stats_ = ingress_stats.get((ns, name))
+        url = _with_port(str(st.get("url", "")), port)
+        host = str(st.get("url", "")).removeprefix("http://").split("/")[0]
         services.append(
             {
                 "namespace": ns,
                 "name": name,
-                "url": st.get("url", ""),
+                "created": m.get("creationTimestamp", ""),
+                "url": url,
+                # What works without DNS for the domain: the Host header, or the path prefix.
+                "curl": f"curl -H 'Host: {host}' {base}/" if host else "",
+                "path_url": f"{base}/{name}/" if ns == "default" else f"{base}/{ns}/{name}/",
                 "ready": ready_cond.get("status", "Unknown"),
+                "reason": ready_cond.get("reason", ""),
                 "message": ready_cond.get("message", ""),
+                "conditions": _conditions(ksvc),
                 "latest_created": st.get("latestCreatedRevisionName", ""),
                 "latest_ready": st.get("latestReadyRevisionName", ""),
-                "requests": stats.requests if stats else 0,
-                "in_flight": stats.in_flight if stats else 0,
-                "errors_5xx": stats.errors_5xx if stats else 0,
+                "traffic": traffic,
+                "requests": stats_.requests if stats_ else 0,
+                "in_flight": stats_.in_flight if stats_ else 0,
+                "errors_5xx": stats_.errors_5xx if stats_ else 0,
                 "revisions": revisions,
             }
         )
     return {
         "time": time.time(),
-        "ingress": f"http://{sup.opts.host}:{sup.opts.port}",
+        "ingress": base,
         "domain": sup.opts.domain,
         "logs": str(sup.state.logs),
         "services": services,
@@ -155,6 +269,9 @@ class Sampler:
         self._last_requests: dict[str, int] = {}
 
     def start(self) -> None:
+        # The first snapshot is written before `up` reports ready, so `status` right after `up`
+        # already lists the applied Services (not a transient "no services").
+        self.write(self.sup.state, {})
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -163,7 +280,7 @@ class Sampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _queue_depths(self) -> dict[str, int]:
+    async def _pod_stats(self) -> dict[str, PodStat]:
         c = self.sup.caches
         assert c is not None
         ips = [
@@ -172,26 +289,29 @@ class Sampler:
             if (p.get("status") or {}).get("podIP") and not meta(p).get("deletionTimestamp")
         ]
 
-        async def one(ip: str) -> tuple[str, int]:
-            status, body = await http_get(ip, 9091, "/metrics", {}, 0.5)
-            depth = 0
-            if status == 200:
-                for line in body.decode("latin-1").splitlines():
-                    if line.startswith("kn_serving_queue_depth"):
-                        with contextlib.suppress(ValueError, IndexError):
-                            depth += int(float(line.split()[-1]))
-            return ip, depth
+        async def one(ip: str) -> tuple[str, PodStat | None]:
+            status, body = await http_get(ip, 9090, "/metrics", {"Accept": "application/protobuf"}, 0.5)
+            if status != 200:
+                return ip, None
+            try:
+                stat = decode_stat(body)
+            except DecodeError:
+                return ip, None
+            return ip, PodStat(stat.average_concurrent_requests, stat.request_count)
 
-        return dict(await asyncio.gather(*(one(ip) for ip in ips)))
+        return {ip: s for ip, s in await asyncio.gather(*(one(ip) for ip in ips)) if s is not None}
+
+    def write(self, state: Any, stats: dict[str, PodStat]) -> dict[str, Any]:
+        snap = build_snapshot(self.sup, stats, self.panic.panicking)
+        state.write_json(state.status_file, snap)
+        return snap
 
     async def _run(self) -> None:
         state = self.sup.state
         while True:
             try:
                 self.panic.poll()
-                queue = await self._queue_depths()
-                snap = build_snapshot(self.sup, queue, self.panic.panicking)
-                state.write_json(state.status_file, snap)
+                snap = self.write(state, await self._pod_stats())
                 self._append_sample(snap)
             except asyncio.CancelledError:
                 raise
@@ -200,6 +320,7 @@ class Sampler:
             await asyncio.sleep(self.period)
 
     def _append_sample(self, snap: dict[str, Any]) -> None:
+        """One line of `samples.jsonl`: per Service the ingress's view, per Revision the pods' view."""
         sample: dict[str, Any] = {"t": snap["time"], "services": {}}
         for svc in snap["services"]:
             key = f"{svc['namespace']}/{svc['name']}"
@@ -209,10 +330,22 @@ class Sampler:
                 "rps": rps / self.period,
                 "in_flight": svc["in_flight"],
                 "errors_5xx": svc["errors_5xx"],
-                "ready_pods": sum(r["ready_pods"] for r in svc["revisions"]),
-                "desired": sum(max(0, r["desired"] or 0) for r in svc["revisions"]),
-                "panic": any(r["panic"] for r in svc["revisions"]),
-                "queue_depth": sum(r["queue_depth"] for r in svc["revisions"]),
+                "ready": svc["ready"],
+                "reason": svc["reason"],
+                "message": svc["message"],
+                "revisions": {
+                    r["name"]: {
+                        "rps": r["rps"],
+                        "concurrency": r["concurrency"],
+                        "ready_pods": r["ready_pods"],
+                        "desired": r["desired"],
+                        "panic": r["panic"],
+                        "traffic": r["traffic"],
+                        "ready": r["ready"],
+                        "target": r["target"],
+                    }
+                    for r in svc["revisions"]
+                },
             }
         with open(self.sup.state.samples_file, "a") as f:
             f.write(json.dumps(sample) + "\n")

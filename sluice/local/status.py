@@ -4,17 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render_status"]
+__all__ = ["path_prefix", "render_status", "table", "tag_lines"]
 
 
-def _table(rows: list[list[str]], indent: str = "") -> list[str]:
+def table(rows: list[list[str]], indent: str = "") -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+def path_prefix(namespace: str, name: str) -> str:
+    """The ingress's path prefix for a route (or `<tag>-<route>`): `/name/`, or `/ns/name/`."""
+    return f"/{name}/" if namespace == "default" else f"/{namespace}/{name}/"
+
+
+def tag_lines(svc: dict[str, Any], base: str, indent: str = "  ") -> list[str]:
+    """One line per tag: its URL (with the ingress port) and the two forms that work without DNS."""
+    out = []
+    for t in svc.get("traffic") or ():
+        if not t.get("tag"):
+            continue
+        host = str(t.get("url", "")).removeprefix("http://").split("/")[0].rsplit(":", 1)[0]
+        prefix = path_prefix(svc["namespace"], f"{t['tag']}-{svc['name']}")
+        out.append(
+            f"{indent}tag {t['tag']} → {t.get('revisionName', '')}: {t.get('url', '')}   "
+            f"curl -H 'Host: {host}' {base}/   or   curl {base}{prefix}"
+        )
+    return out
+
+
 def render_status(snap: dict[str, Any]) -> str:
     services = snap.get("services") or []
-    lines = [f"ingress {snap.get('ingress', '?')}   logs {snap.get('logs', '?')}"]
+    base = snap.get("ingress", "?")
+    lines = [f"ingress {base}   logs {snap.get('logs', '?')}"]
     if not services:
         lines.append("no services (apply one with `sluice local apply -f FILE`)")
         return "\n".join(lines)
@@ -31,16 +52,20 @@ def render_status(snap: dict[str, Any]) -> str:
                 str(svc.get("errors_5xx", 0)),
             ]
         )
-        lines += _table(rows)
+        lines += table(rows)
+        if svc.get("curl"):
+            lines.append(f"  {svc['curl']}    or    curl {svc.get('path_url', '')}")
+        lines += tag_lines(svc, base)
         if svc.get("message") and svc.get("ready") != "True":
             lines.append(f"  ! {svc['message']}")
-        rrows = [["REVISION", "TRAFFIC", "READY", "PODS(ready/desired)", "SKS", "PANIC", "QUEUE"]]
+        rrows = [["REVISION", "TRAFFIC", "TAGS", "READY", "PODS(ready/desired)", "SKS", "PANIC", "QUEUE"]]
         for rev in svc.get("revisions") or []:
             desired = rev.get("desired")
             rrows.append(
                 [
                     rev["name"],
                     f"{rev.get('traffic', 0)}%",
+                    ",".join(rev.get("tags") or ()) or "-",
                     rev.get("ready", "?"),
                     f"{rev.get('ready_pods', 0)}/{'-' if desired is None or desired < 0 else desired}",
                     rev.get("mode", "") or "-",
@@ -48,7 +73,7 @@ def render_status(snap: dict[str, Any]) -> str:
                     str(rev.get("queue_depth", 0)),
                 ]
             )
-        lines += _table(rrows, "  ")
+        lines += table(rrows, "  ")
         for rev in svc.get("revisions") or []:
             if rev.get("ready") == "False" and rev.get("message"):
                 lines.append(f"  ! {rev['name']}: {rev['message'][:400]}")

@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .activators import ActivatorEndpoints, activator_probe
 from .apply import apply_manifests
 from .controller import Caches, Controller
 from .ingress import Ingress
@@ -25,7 +26,7 @@ from .kube import Kube
 from .kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
 from .kubelet import Kubelet, KubeletOptions
 from .manifest import Manifest
-from .procs import AddressPool, Child, http_get, port_busy, proc_start_ticks, spawn
+from .procs import AddressPool, Child, port_busy, proc_start_ticks, spawn
 from .snapshot import Sampler
 from .state import StateDir
 from .system import activator_env, autoscaler_env, component_argv, create_system_objects
@@ -50,16 +51,26 @@ class LocalOptions:
     drain_quiet_period: float = 2.0
     autoscaler_config: Mapping[str, str] = field(default_factory=dict)
     startup_timeout: float = 60.0
+    # Activator replicas behind the activator Service, as in a cluster: one can crash or restart
+    # while the other serves (the ingress retries a refused request on it).
+    activators: int = 2
+
+
+# A component that ran this long before exiting restarts without the back-off of a crash loop.
+_BACKOFF_RESET_AFTER = 30.0
 
 
 class _Component:
     """The activator or the autoscaler: restarted with a back-off if it exits."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, module: str, env: dict[str, str], log_path: Path, on_exit: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
         self.module = module
         self.env = env
         self.log_path = log_path
+        self.on_exit = on_exit  # called when the process exits (before it is restarted)
         self.child: Child | None = None
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
@@ -70,14 +81,21 @@ class _Component:
         self.task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        delay = 1.0
+        delay = 0.0
         while not self.stopping and self.child is not None:
+            started = time.monotonic()
             code = await self.child.proc.wait()
             if self.stopping:
                 return
+            if self.on_exit is not None:
+                self.on_exit()
+            if time.monotonic() - started >= _BACKOFF_RESET_AFTER:
+                delay = 0.0  # it ran fine for a while: a new crash, not a crash loop
             log.warning("%s exited with %s; restarting in %gs:\n%s", self.name, code, delay, self.child.tail())
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            # The first restart is immediate, as the kubelet's: a replica down is capacity lost,
+            # and with every activator down the ingress holds requests (ingress.py).
+            delay = min(max(delay * 2, 1.0), 30.0)
             self.restarts += 1
             self.child = await spawn(self.name, component_argv(self.module), dict(os.environ) | self.env, self.log_path)
 
@@ -94,8 +112,11 @@ class Supervisor:
         self.opts = opts
         self.state = opts.state
         self.pool = AddressPool(opts.net)
-        self.activator_ip = self.pool.system(2)
+        # `.0.2` for the first activator (as before replicas), `.0.3` the autoscaler, then `.0.4`…
+        self.activator_ips = [self.pool.system(2 if i == 0 else 3 + i) for i in range(max(1, opts.activators))]
+        self.activator_ip = self.activator_ips[0]
         self.autoscaler_ip = self.pool.system(3)
+        self.activators = ActivatorEndpoints(self.activator_ips)
         self.api = EmbeddedAPIServer(host="127.0.0.1", port=0)
         # Knative's validating webhook for what users write (kubectl apply included).
         for plural in ("services", "configurations", "revisions"):
@@ -120,7 +141,8 @@ class Supervisor:
             busy.append(
                 f"ingress port {self.opts.host}:{self.opts.port} is already in use (choose another with --port)"
             )
-        system = ((self.activator_ip, (8012, 8013), "activator"), (self.autoscaler_ip, (8080,), "autoscaler"))
+        system: list[tuple[str, tuple[int, ...], str]] = [(ip, (8012, 8013), "activator") for ip in self.activator_ips]
+        system.append((self.autoscaler_ip, (8080,), "autoscaler"))
         for ip, ports, who in system:
             for p in ports:
                 if port_busy(ip, p):
@@ -142,7 +164,7 @@ class Supervisor:
         self.api.write_kubeconfig(self.state.kubeconfig)
         self.api_client = await kube_client_from_kubeconfig(self.state.kubeconfig)
         kube = Kube(self.api_client)
-        await create_system_objects(kube, self.opts.autoscaler_config, self.activator_ip, self.autoscaler_ip)
+        await create_system_objects(kube, self.opts.autoscaler_config, self.activator_ips, self.autoscaler_ip)
         self._write_state(ready=False)
         self._state_task = asyncio.get_running_loop().create_task(self._state_loop())
         kubeconfig = self.state.kubeconfig
@@ -153,13 +175,18 @@ class Supervisor:
                 autoscaler_env(kubeconfig, self.autoscaler_ip),
                 self.state.logs / "autoscaler.log",
             ),
-            _Component(
-                "activator",
-                "activator",
-                activator_env(kubeconfig, self.activator_ip, self.autoscaler_ip),
-                self.state.logs / "activator.log",
-            ),
         ]
+        for i, ip in enumerate(self.activator_ips):
+            name = "activator" if i == 0 else f"activator-{i}"
+            self.components.append(
+                _Component(
+                    name,
+                    "activator",
+                    activator_env(kubeconfig, ip, self.autoscaler_ip, pod=f"activator-local-{i}"),
+                    self.state.logs / f"{name}.log",
+                    on_exit=self.activators.wake,
+                )
+            )
         for comp in self.components:
             await comp.start()
         self.caches = Caches(kube)
@@ -179,6 +206,8 @@ class Supervisor:
         except OSError as exc:
             raise StartupError(f"ingress port {self.opts.host}:{self.opts.port}: {exc.strerror or exc}") from None
         await self._wait_activator_ready()
+        self.activators.start(kube)
+        await self.activators.wait_published()
         if manifests:
             await apply_manifests(kube, manifests)
         self.sampler = Sampler(self)
@@ -190,8 +219,8 @@ class Supervisor:
         websocket to the autoscaler is up (§1.3): then the data path is complete."""
         deadline = time.monotonic() + self.opts.startup_timeout
         while time.monotonic() < deadline:
-            status, _ = await http_get(self.activator_ip, 8012, "/", {"User-Agent": "kube-probe/1.30"}, 1.0)
-            if status == 200:
+            statuses = [await activator_probe(ip, 1.0) for ip in self.activator_ips]
+            if all(statuses):
                 return
             for comp in self.components:
                 if comp.restarts > 2:
@@ -225,6 +254,7 @@ class Supervisor:
                 "api": self.api.url,
                 "kubeconfig": str(self.state.kubeconfig),
                 "activator": self.activator_ip,
+                "activators": self.activator_ips,
                 "autoscaler": self.autoscaler_ip,
                 "logs": str(self.state.logs),
                 "processes": self.processes(),
@@ -253,6 +283,7 @@ class Supervisor:
             self._state_task.cancel()
         if self.sampler is not None:
             await self.sampler.stop()
+        await self.activators.stop()
         if self.ingress is not None:
             await self.ingress.close()
         if self.controller is not None:

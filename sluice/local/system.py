@@ -2,14 +2,14 @@
 activator and autoscaler processes with the environment that points them at the embedded API
 (CONTRACT.md §3.1, §4.1).
 
-Address plan on loopback: the activator is `<net>.0.2` (ports 8012/8013 as in a cluster), the
-autoscaler `<net>.0.3` (stat server :8080), pods `<net>.1.1` upward.
+Address plan on loopback: the activators are `<net>.0.2`, `<net>.0.4`, … (ports 8012/8013 as in a
+cluster), the autoscaler `<net>.0.3` (stat server :8080), pods `<net>.1.1` upward.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ from .controller.names import SYSTEM_NAMESPACE
 from .kube import ALL, Kube, KubeError
 from .kubeapi import default_crd_dir
 
-__all__ = ["activator_env", "autoscaler_env", "create_system_objects", "shipped_configmaps"]
+__all__ = [
+    "ACTIVATOR_SERVICE",
+    "activator_env",
+    "activator_subsets",
+    "autoscaler_env",
+    "create_system_objects",
+    "shipped_configmaps",
+]
 
 # Knative's shipped ConfigMaps hold only `_example`; these keys change behaviour in `sluice local`.
 LOCAL_OVERRIDES: dict[str, dict[str, str]] = {
@@ -60,8 +67,23 @@ def shipped_configmaps() -> dict[str, dict[str, str]]:
     return out
 
 
+ACTIVATOR_SERVICE = "activator-service"
+ACTIVATOR_PORTS = [("http", 80, 8012), ("http2", 81, 8013), ("https", 443, 8112)]
+_HTTP_8080 = {"name": "http", "port": 8080}
+
+
+def activator_subsets(ready: Sequence[str], not_ready: Sequence[str]) -> list[dict[str, Any]]:
+    """The `activator-service` Endpoints subsets: ready activators serve, the others wait."""
+    subset: dict[str, Any] = {"ports": [{"name": n, "port": t} for n, _, t in ACTIVATOR_PORTS]}
+    if ready:
+        subset["addresses"] = [{"ip": ip} for ip in ready]
+    if not_ready:
+        subset["notReadyAddresses"] = [{"ip": ip} for ip in not_ready]
+    return [subset]
+
+
 async def create_system_objects(
-    kube: Kube, autoscaler_overrides: Mapping[str, str], activator_ip: str, autoscaler_ip: str
+    kube: Kube, autoscaler_overrides: Mapping[str, str], activator_ips: Sequence[str], autoscaler_ip: str
 ) -> None:
     try:
         await kube.create(ALL.NAMESPACES, "", {"metadata": {"name": SYSTEM_NAMESPACE}})
@@ -82,9 +104,10 @@ async def create_system_objects(
             await kube.merge_patch(ALL.CONFIGMAPS, SYSTEM_NAMESPACE, name, {"data": values})
     # The Services a cluster has for the two components (activator-service is what Knative's SKS
     # reconciler reads the activator endpoints from).
-    for svc, ip, ports in (
-        ("activator-service", activator_ip, [("http", 80, 8012), ("http2", 81, 8013), ("https", 443, 8112)]),
-        ("autoscaler", autoscaler_ip, [("http", 8080, 8080)]),
+    # The activators start not ready; the supervisor moves each to `addresses` once it serves.
+    for svc, ports, subsets in (
+        (ACTIVATOR_SERVICE, ACTIVATOR_PORTS, activator_subsets([], activator_ips)),
+        ("autoscaler", [("http", 8080, 8080)], [{"addresses": [{"ip": autoscaler_ip}], "ports": [_HTTP_8080]}]),
     ):
         labels = {"app": svc.split("-")[0]}
         service: dict[str, Any] = {
@@ -93,7 +116,7 @@ async def create_system_objects(
         }
         endpoints: dict[str, Any] = {
             "metadata": {"name": svc, "namespace": SYSTEM_NAMESPACE, "labels": labels},
-            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": n, "port": t} for n, _, t in ports]}],
+            "subsets": subsets,
         }
         for gvr, obj in ((ALL.K8S_SERVICES, service), (ALL.ENDPOINTS, endpoints)):
             try:
@@ -128,11 +151,11 @@ def autoscaler_env(kubeconfig: Path, ip: str) -> dict[str, str]:
     }
 
 
-def activator_env(kubeconfig: Path, ip: str, autoscaler_ip: str) -> dict[str, str]:
-    return _common(kubeconfig, "activator-local", ip) | {
+def activator_env(kubeconfig: Path, ip: str, autoscaler_ip: str, pod: str = "activator-local") -> dict[str, str]:
+    return _common(kubeconfig, pod, ip) | {
         "SLUICE_BIND_HOST": ip,
         "SLUICE_AUTOSCALER_URL": f"ws://{autoscaler_ip}:8080/",
-        # One activator and nothing to take it out of a load balancer: no 45 s drain on stop.
+        # Stopped only with all of `sluice local`: no 45 s drain on stop.
         "SLUICE_DRAIN_SLEEP": "0",
     }
 

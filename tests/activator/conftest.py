@@ -297,11 +297,12 @@ async def make_activator(kube: Kube, autoscaler: Autoscaler) -> AsyncIterator[Ma
         network: NetworkConfig | None = None,
         observability: ObservabilityConfig | None = None,
         wait_connected: bool = True,
+        debug_address: tuple[str, int] | None = None,
         **env: str,
     ) -> ActivatorProcess:
         cfg = ActivatorConfig.from_env(activator_env(kube, autoscaler.url, **env))
         api = await kube_client_from_kubeconfig(kube.kubeconfig)
-        proc = ActivatorProcess(cfg, api, network, observability)
+        proc = ActivatorProcess(cfg, api, network, observability, debug_address)
         procs.append((proc, api))
         await proc.start()
         if wait_connected:

@@ -137,8 +137,8 @@ def test_configmaps() -> None:
     assert NetworkConfig.from_configmap({}) == NetworkConfig()
     with pytest.raises(ConfigError):
         NetworkConfig.from_configmap({"mesh-compatibility-mode": "sometimes"})
-    assert ObservabilityConfig.from_configmap({"metrics-protocol": "prometheus"}).prometheus
-    assert not ObservabilityConfig.from_configmap({}).prometheus
+    assert ObservabilityConfig.from_configmap({"metrics-protocol": "prometheus"}).metrics.protocol == "prometheus"
+    assert not ObservabilityConfig.from_configmap({}).metrics.enabled
 
 
 def test_backoff_sequence_restarts() -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from activator.config import ObservabilityConfig
+from sluice.telemetry.config import ExportSettings
 from tests.support import (
     ROOT,
     QueueProxySubprocess,
@@ -25,6 +26,7 @@ from tests.support import (
     raw_upstream,
     read_request_head,
 )
+from tests.telemetry.prom import scrape
 
 from .conftest import Autoscaler, FakeQueueProxy, Kube, MakeActivator, activator_env, eventually, public_endpoints_body
 
@@ -108,23 +110,19 @@ async def test_public_endpoints_slice_the_pods_between_activators(
 
 async def test_metrics_when_prometheus_is_configured(kube: Kube, make_activator: MakeActivator) -> None:
     await kube.create_revision(REV, cc=0)
-    act = await make_activator(observability=ObservabilityConfig("prometheus"))
+    metrics_port = free_port()
+    act = await make_activator(
+        observability=ObservabilityConfig(ExportSettings("prometheus", f"127.0.0.1:{metrics_port}"))
+    )
     await eventually(lambda: act.revisions.get(KEY) is not None)
     conn = await RawConnection.open(act.port)
     await conn.send(get("/", ROUTED))
     await eventually(lambda: act.revisions.entries[KEY].throttler.live_waiting == 1)
-    r = await http_request(act.metrics_port, get("/metrics"))
-    text = r.body.decode()
-    assert (
-        r.status == 200
-        and r.header(
-            "Content-Type",
-        )
-        is not None
-    )
-    assert 'kn_revision_request_queued{k8s_namespace_name="default",kn_configuration_name="hello",' in text
-    assert f'kn_revision_name="{REV}",kn_service_name="hello"}} 1' in text
-    assert "kn_activator_stats_conn_reachable 1" in text
+    assert act.metrics_port == metrics_port
+    prom = await scrape(metrics_port)
+    labels = {"k8s_namespace_name": "default", "kn_configuration_name": "hello", "kn_service_name": "hello"}
+    assert prom.values("kn_revision_request_queued", kn_revision_name=REV, **labels) == [1]
+    assert prom.values("kn_activator_stats_conn_reachable") == [1]
     assert (await http_request(act.metrics_port, get("/other"))).status == 404
     await conn.close()
 

@@ -22,7 +22,7 @@ async def make_qp() -> AsyncIterator[MakeQP]:
         cfg = QueueProxyConfig.from_env(qp_env(user_port, **env))
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
         obs = ObservabilityConfig.from_json(cfg.observability_config)
-        proc = QueueProxyProcess(cfg, ReadinessProber(probes) if probes else None, obs)
+        proc = QueueProxyProcess(cfg, ReadinessProber(probes) if probes else None, obs, qp_env(user_port, **env))
         await proc.start()
         procs.append(proc)
         return proc

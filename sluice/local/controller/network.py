@@ -4,8 +4,9 @@
   `addresses`, running-but-unready ones in `notReadyAddresses`, terminating pods nowhere; ports by
   the service's target ports; the Service's labels copied (the activator selects on them, §3.4).
 - For each ServerlessService (created by the autoscaler): the private and public Services, the
-  public Endpoints — the activator in `Proxy` mode, the ready pods in `Serve` mode (falling back to
-  the activator while no pod is ready, as Knative does) — and the SKS status the autoscaler reads
+  public Endpoints — the ready activators (the `activator-service` Endpoints, which the supervisor
+  keeps) in `Proxy` mode, the ready pods in `Serve` mode (falling back to the activators while no
+  pod is ready, as Knative does) — and the SKS status the autoscaler reads
   (`serviceName`, `privateServiceName`, `ActivatorEndpointsPopulated` with its transition time).
 """
 
@@ -20,6 +21,7 @@ from .names import (
     QUEUE_H2C_PORT,
     QUEUE_HTTP_PORT,
     QUEUE_TLS_PORT,
+    SYSTEM_NAMESPACE,
     conditions,
     meta,
 )
@@ -50,6 +52,15 @@ class NetworkReconciler:
         self.c = caches
         self.w = writer
         self.activator_ip = activator_ip
+
+    def _activator_addresses(self) -> list[dict[str, str]]:
+        """The ready activators, as Knative's SKS reconciler reads them from the activator
+        Service's Endpoints; the configured address while those do not exist."""
+        eps = self.c.endpoints.get(SYSTEM_NAMESPACE, "activator-service")
+        if eps is None:
+            return [{"ip": self.activator_ip}]
+        ips = {str(a["ip"]) for sub in eps.get("subsets") or () for a in sub.get("addresses") or () if a.get("ip")}
+        return [{"ip": ip} for ip in sorted(ips)]
 
     async def reconcile(self) -> None:
         for svc in self.c.services.items():
@@ -131,7 +142,7 @@ class NetworkReconciler:
         else:
             subsets = [
                 {
-                    "addresses": [{"ip": self.activator_ip}],
+                    "addresses": self._activator_addresses(),
                     "ports": [
                         {"name": "http", "port": QUEUE_HTTP_PORT, "protocol": "TCP"},
                         {"name": "http2", "port": QUEUE_H2C_PORT, "protocol": "TCP"},

@@ -1,0 +1,149 @@
+"""Traces (CONTRACT.md §2.10, §3.10): W3C `traceparent` and B3 read from the request and
+written on the forwarded one, spans with the sampling rate from config (parent-based, as
+Knative's Go tracer provider), exported over OTLP `grpc` / `http/protobuf` (or `stdout`).
+
+OpenTelemetry is imported only when a `Tracing` is built, i.e. when `tracing-protocol` is not
+`none` (§2.2: a pod with tracing off loads nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sluice.http.server import HttpExchange
+
+from .config import TraceSettings
+from .hooks import TRACE_HEADERS, RequestSpan
+from .metrics import grpc_target, otlp_url
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+__all__ = ["ServerSpans", "Tracing"]
+
+
+class Tracing:
+    """A tracer provider with its exporter and the W3C + B3 propagators."""
+
+    def __init__(self, settings: TraceSettings, resource: Mapping[str, str], scope: str) -> None:
+        if not settings.enabled:
+            raise ValueError("Tracing needs a tracing protocol other than none")
+        from opentelemetry.propagators.b3 import B3MultiFormat
+        from opentelemetry.propagators.composite import CompositePropagator
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.settings = settings
+        self.provider: TracerProvider = TracerProvider(
+            resource=Resource.create(dict(resource)),
+            sampler=ParentBased(TraceIdRatioBased(settings.sampling_rate)),
+        )
+        self.provider.add_span_processor(BatchSpanProcessor(_span_exporter(settings)))
+        self.tracer: Tracer = self.provider.get_tracer(scope)
+        # Extraction tries W3C first, then B3 (single `b3` or X-B3-*); injection writes both, as
+        # Knative's composite propagator does.
+        self.propagator = CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])
+
+    def extract(self, ex: HttpExchange) -> Any:
+        """The remote parent context of a request, or None when it carries none."""
+        carrier: dict[str, str] = {}
+        for lname, _name, value in ex.headers:
+            if lname in TRACE_HEADERS:
+                carrier[lname.decode("latin-1")] = value.decode("latin-1")
+        return self.propagator.extract(carrier) if carrier else None
+
+    def inject(self, span: Span) -> bytes:
+        from opentelemetry.trace import set_span_in_context
+
+        out: dict[str, str] = {}
+        self.propagator.inject(out, context=set_span_in_context(span))
+        return "".join(f"{k}: {v}\r\n" for k, v in out.items()).encode("latin-1")
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return bool(self.provider.force_flush(int(timeout * 1000)))
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+class ServerSpans:
+    """`RequestTracer` for a proxying component: a server span per request (`name`), a child
+    `wait_name` span for its time in the breaker / throttler, attributes naming the revision."""
+
+    def __init__(self, tracing: Tracing, name: str, wait_name: str, attributes: Mapping[str, str]) -> None:
+        from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+
+        self.tracing = tracing
+        self.name = name
+        self.wait_name = wait_name
+        self.attributes = dict(attributes)
+        self.kind = SpanKind.SERVER
+        self.error = Status(StatusCode.ERROR)
+        self.set_span_in_context = set_span_in_context
+
+    def start(self, ex: HttpExchange) -> RequestSpan:
+        return _Span(self, ex)
+
+
+class _Span:
+    __slots__ = ("_propagation", "owner", "span", "started_ns")
+
+    def __init__(self, owner: ServerSpans, ex: HttpExchange) -> None:
+        self.owner = owner
+        self.started_ns = time.time_ns()
+        attributes: dict[str, Any] = dict(owner.attributes)
+        attributes["http.request.method"] = ex.method.decode("latin-1")
+        attributes["url.path"] = ex.url.partition(b"?")[0].decode("latin-1")
+        self.span: Span = owner.tracing.tracer.start_span(
+            owner.name,
+            context=owner.tracing.extract(ex),
+            kind=owner.kind,
+            attributes=attributes,
+            start_time=self.started_ns,
+        )
+        self._propagation = b""
+
+    @property
+    def propagation(self) -> bytes:
+        if not self._propagation:
+            self._propagation = self.owner.tracing.inject(self.span)
+        return self._propagation
+
+    @property
+    def trace_id(self) -> str:
+        return format(self.span.get_span_context().trace_id, "032x")
+
+    def wait_done(self) -> None:
+        owner = self.owner
+        wait = owner.tracing.tracer.start_span(
+            owner.wait_name, context=owner.set_span_in_context(self.span), start_time=self.started_ns
+        )
+        wait.end()
+
+    def end(self, status: int) -> None:
+        span = self.span
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_status(self.owner.error)
+        span.end()
+
+
+def _span_exporter(settings: TraceSettings) -> Any:
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        target, insecure = grpc_target(settings.endpoint or "localhost:4317")
+        return GrpcExporter(endpoint=target, insecure=insecure)
+    if settings.protocol == "stdout":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=otlp_url(settings.endpoint or "localhost:4318", "traces"))
