@@ -20,12 +20,18 @@ process stopped in a ``finally``:
   into a cc=2 revision whose one pod serves each request in 100 ms (20 req/s), with
   a 10 s revision timeout: the queue stays saturated; the activator's RSS is sampled
   every 5 s and must stay flat (last ≤ 1.2 × the one at 25 % of the run).
+* **scale** (issue 19, not in the default parts): ``--scale-revisions`` revisions (default 5,000),
+  each with its private Endpoints at zero pods (the state the activator holds them in), created
+  through the API in batches; the activator's RSS before, and once it stopped growing (sampled
+  every 2 s, settled when two samples are within 1 %), with its CPU time over the creation.
+  Target: ≤ 200 MB at 5,000 revisions.
 
 The embedded Kubernetes API and the autoscaler's websocket StatServer run inside
 this process (pinned to CPU 1), the activator talks to them as in ``sluice local``.
 
     .venv/bin/python bench/activator_bench.py [--duration 10] [--trials 100]
         [--bp-rate 200] [--bp-seconds 60] [--parts warm,cold,memory] [--out FILE]
+        [--scale-revisions 5000]   (with --parts scale)
 """
 
 from __future__ import annotations
@@ -442,6 +448,40 @@ async def memory_part(args: argparse.Namespace, cluster: Cluster, act_port: int,
     return lines
 
 
+async def scale_part(args: argparse.Namespace, cluster: Cluster, act_pid: int) -> list[str]:
+    n = args.scale_revisions
+    rss_before = pb.rss_kb(act_pid)
+    cpu_before = pb.cpu_ticks(act_pid)
+    started = time.monotonic()
+    batch = 50
+    for first in range(0, n, batch):
+        names = [f"scale-{i:05d}" for i in range(first, min(n, first + batch))]
+        await asyncio.gather(*(cluster.create_revision(revision(name, cc=0)) for name in names))
+        await asyncio.gather(*(cluster.set_endpoints(private_endpoints(name, [])) for name in names))
+    created = time.monotonic() - started
+    samples = [pb.rss_kb(act_pid)]
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline:
+        await asyncio.sleep(2.0)
+        samples.append(pb.rss_kb(act_pid))
+        if abs(samples[-1] - samples[-2]) <= 0.01 * samples[-2]:
+            break
+    cpu_s = (pb.cpu_ticks(act_pid) - cpu_before) / os.sysconf("SC_CLK_TCK")
+    rss = samples[-1]
+    verdict = "PASS" if rss <= 200 * 1024 else "MISS"
+    per_rev = (rss - rss_before) / n
+    lines = [
+        f"- {n} revisions, each with private Endpoints at zero pods, created in {created:.1f} s",
+        f"- activator RSS: {rss_before / 1024:.1f} MB before, {rss / 1024:.1f} MB after "
+        f"(≈ {per_rev:.1f} kB per revision); samples every 2 s: " + ", ".join(f"{kb / 1024:.1f}" for kb in samples),
+        f"- activator CPU over the creation and settling: {cpu_s:.2f} s",
+        f"- ≤ 200 MB at {n} revisions: {verdict}",
+    ]
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
 # ---- main --------------------------------------------------------------------------------------
 
 
@@ -479,6 +519,9 @@ async def run(args: argparse.Namespace) -> int:
         if "memory" in args.parts:
             print("## memory under back-pressure", flush=True)
             sections += ["", "## Memory under back-pressure", ""] + await memory_part(args, cluster, act_port, proc.pid)
+        if "scale" in args.parts:
+            print("## revisions tracked", flush=True)
+            sections += ["", "## Revisions tracked", ""] + await scale_part(args, cluster, proc.pid)
         sections += ["", f"- activator idle RSS: {rss_idle / 1024:.1f} MB"]
     except pb.BenchError as exc:
         print(f"activator_bench: {exc}", file=sys.stderr)
@@ -510,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bp-rate", type=float, default=200.0, help="back-pressure request rate (req/s)")
     p.add_argument("--bp-seconds", type=float, default=60.0)
     p.add_argument("--parts", type=lambda s: set(s.split(",")), default={"warm", "cold", "memory"})
+    p.add_argument("--scale-revisions", type=int, default=5000, help="revisions for --parts scale")
     p.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"))
     p.add_argument("--out", default="")
     args = p.parse_args(argv)

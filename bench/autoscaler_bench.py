@@ -90,6 +90,11 @@ def bench_decide(revisions: int, pods: int, seconds: int) -> dict[str, float]:
         clock.now += 1.0
         for key in keys:
             collector.record(key, clock.now, scraped)
+    # The state's peak (setup and a full window of data), then stop tracing: tracemalloc hooks
+    # every allocation and made the timed ticks ~8x slower (0.124 vs 0.016 core at 1,000 × 10,
+    # issue 19); the CPU figures before issue 19 in RESULTS.md include that overhead.
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     gc.collect()
     start = time.process_time()
     for _ in range(seconds):
@@ -100,8 +105,6 @@ def bench_decide(revisions: int, pods: int, seconds: int) -> dict[str, float]:
             collector.record_wire_stat(key, activator)
         multi.tick_due(clock.now)
     cpu = time.process_time() - start
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     desired = {multi.get("bench", f"rev-{i}").status.desired_scale for i in range(revisions)}  # type: ignore[union-attr]
     # Expected per revision: stable = pods x 50 + 3 -> ceil((50 p + 3) / 70)
     return {"cpu_per_second": cpu / seconds, "peak_mib": peak / 2**20, "desired": float(min(desired))}

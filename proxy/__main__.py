@@ -15,7 +15,6 @@ import ssl
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sluice import aio
@@ -31,13 +30,12 @@ from .config import QueueProxyConfig
 from .drain import Drainer
 from .handler import WATCHED_HEADERS, QueueProxy
 from .observability import LEGACY_ENV, ObservabilityConfig
-from .observer import QueueProxyObserver
 from .readiness import ReadinessProber, parse_readiness_probes
-from .requestlog import RequestLogRevision, RequestLogTemplate
 from .servers import AdminHandler, StatsHandler
 
 if TYPE_CHECKING:
     from .metrics import QueueProxyMetrics
+    from .observer import QueueProxyObserver
     from .telemetry import QueueProxyTelemetry
 
 log = logging.getLogger("queueproxy")
@@ -53,7 +51,13 @@ LONG_LIVED_CLOSE_MARGIN = WEBSOCKET_CLOSE_GRACE + 0.5
 def build_observer(
     cfg: QueueProxyConfig, obs: ObservabilityConfig, metrics: QueueProxyMetrics | None
 ) -> QueueProxyObserver | None:
-    """Request logs and user metrics, or None when neither is configured (§2.10)."""
+    """Request logs and user metrics, or None when neither is configured (§2.10). The observer and
+    the template interpreter load only then: a default pod does not pay for them (issue 19)."""
+    if metrics is None and not obs.request_log_enabled:
+        return None
+    from .observer import QueueProxyObserver
+    from .requestlog import RequestLogRevision, RequestLogTemplate
+
     template = RequestLogTemplate.parse(obs.request_log_template) if obs.request_log_enabled else None
     if metrics is None and template is None:
         return None
@@ -157,16 +161,16 @@ class QueueProxyProcess:
 
     def _tls_context(self) -> ssl.SSLContext | None:
         # TLS only when both files exist at start (§2.3).
-        cert = Path(self.cfg.cert_dir) / "tls.crt"
-        key = Path(self.cfg.cert_dir) / "tls.key"
-        if not (cert.is_file() and key.is_file()):
+        cert = os.path.join(self.cfg.cert_dir, "tls.crt")
+        key = os.path.join(self.cfg.cert_dir, "tls.key")
+        if not (os.path.isfile(cert) and os.path.isfile(key)):
             return None
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         versions = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
         ctx.minimum_version = versions.get(self.cfg.tls_min_version, ssl.TLSVersion.TLSv1_3)
         if self.cfg.tls_max_version:
             ctx.maximum_version = versions[self.cfg.tls_max_version]
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx.load_cert_chain(cert, key)
         # h2 hook: HTTP/2 over TLS by ALPN, as Go's TLS server offers it (§2.3, §2.6).
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         return ctx
@@ -320,6 +324,8 @@ def main() -> None:
         probes = parse_readiness_probes(cfg.serving_readiness_probe, cfg.enable_multi_container_probes)
         obs = ObservabilityConfig.from_json(cfg.observability_config)
         if obs.request_log_enabled:
+            from .requestlog import RequestLogTemplate
+
             RequestLogTemplate.parse(obs.request_log_template)  # a bad template stops the start
         if os.environ.get(LEGACY_ENV):
             try:

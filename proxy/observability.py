@@ -13,12 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.requestlog import DEFAULT_REQUEST_LOG_TEMPLATE
-
 if TYPE_CHECKING:
     from sluice.telemetry.config import ExportSettings, TraceSettings
 
-__all__ = ["MetricsConfig", "ObservabilityConfig", "RuntimeConfig", "TracingConfig"]
+__all__ = ["DEFAULT_REQUEST_LOG_TEMPLATE", "MetricsConfig", "ObservabilityConfig", "RuntimeConfig", "TracingConfig"]
 
 ENV_KEY = "OBSERVABILITY_CONFIG"
 # Opt-in for the pre-1.19 `revision_app_request_*` Prometheus names (proxy/telemetry.py). The
@@ -29,6 +27,16 @@ LEGACY_ENV = "SLUICE_LEGACY_PROMETHEUS_NAMES"
 METRICS_PROTOCOLS = ("none", "prometheus", "grpc", "http/protobuf")
 TRACING_PROTOCOLS = ("none", "grpc", "http/protobuf", "stdout")
 PROFILING_VALUES = ("enabled", "disabled")
+
+# `logging.request-log-template` in config-observability (config/core/configmaps/observability.yaml).
+DEFAULT_REQUEST_LOG_TEMPLATE = (
+    '{"httpRequest": {"requestMethod": "{{.Request.Method}}", "requestUrl": "{{js .Request.RequestURI}}", '
+    '"requestSize": "{{.Request.ContentLength}}", "status": {{.Response.Code}}, '
+    '"responseSize": "{{.Response.Size}}", "userAgent": "{{js .Request.UserAgent}}", '
+    '"remoteIp": "{{js .Request.RemoteAddr}}", "serverIp": "{{.Revision.PodIP}}", '
+    '"referer": "{{js .Request.Referer}}", "latency": "{{.Response.Latency}}s", '
+    '"protocol": "{{.Request.Proto}}"}, "traceId": "{{.TraceID}}"}'
+)
 
 # §2.3: the QP's Prometheus listener is forced to :9091 when the endpoint is empty.
 DEFAULT_PROMETHEUS_PORT = 9091

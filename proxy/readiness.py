@@ -12,7 +12,6 @@ and memory are paid in every revision pod).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import ssl
@@ -20,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 __all__ = ["KUBE_PROBE_USER_AGENT", "Probe", "ReadinessProber", "parse_readiness_probes"]
 
@@ -181,6 +179,10 @@ def _request_target(path: str) -> str:
     # Go builds url.URL{Path: path}.String(): the path is the *decoded* form, so it is
     # percent-escaped (encodePath keeps unreserved and "$&+,/:;=@", escapes "?" and "%"),
     # a missing leading "/" is added and an empty path becomes "/".
+    # Imported here, as ipaddress below: the default probe is TCP, and every pod pays for an
+    # import at start (issue 19).
+    from urllib.parse import quote
+
     escaped = quote(path, safe="$&+,/:;=@")
     if not escaped.startswith("/"):
         escaped = "/" + escaped
@@ -240,6 +242,8 @@ async def http_attempt(probe: Probe) -> None:
 
 
 def _is_ip(host: str) -> bool:
+    import ipaddress
+
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -28,6 +28,10 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote_plus, unquote
 
+# Knative's default template lives with the config that defaults to it, so the default path
+# (no request log) does not import this module (issue 19).
+from proxy.observability import DEFAULT_REQUEST_LOG_TEMPLATE
+
 __all__ = [
     "DEFAULT_REQUEST_LOG_TEMPLATE",
     "RequestLogInput",
@@ -38,16 +42,6 @@ __all__ = [
     "go_float",
     "js_escape",
 ]
-
-# `logging.request-log-template` in config-observability (config/core/configmaps/observability.yaml).
-DEFAULT_REQUEST_LOG_TEMPLATE = (
-    '{"httpRequest": {"requestMethod": "{{.Request.Method}}", "requestUrl": "{{js .Request.RequestURI}}", '
-    '"requestSize": "{{.Request.ContentLength}}", "status": {{.Response.Code}}, '
-    '"responseSize": "{{.Response.Size}}", "userAgent": "{{js .Request.UserAgent}}", '
-    '"remoteIp": "{{js .Request.RemoteAddr}}", "serverIp": "{{.Revision.PodIP}}", '
-    '"referer": "{{js .Request.Referer}}", "latency": "{{.Response.Latency}}s", '
-    '"protocol": "{{.Request.Proto}}"}, "traceId": "{{.TraceID}}"}'
-)
 
 HeaderPairs = Sequence[tuple[str | bytes, str | bytes]]
 

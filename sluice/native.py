@@ -10,9 +10,7 @@ when a source no longer matches its extension, or when SLUICE_PURE_PYTHON=1.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
-import importlib.util
 import json
 import os
 import sys
@@ -33,7 +31,8 @@ else:
 
 
 # Every process imports this module first, so it stays off importlib.abc and pathlib (their
-# imports cost ~25 ms of start-up; measured with -X importtime).
+# imports cost ~25 ms of start-up; measured with -X importtime), and loads hashlib and
+# importlib.util only when there is a build to check (2.3 ms and 0.7 MB per queue-proxy, issue 19).
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds sluice, proxy, activator
 _STAMP = os.path.join(_ROOT, "sluice", "_native.json")
 
@@ -54,6 +53,8 @@ class _SourcesFirst:
         source = self.sources.get(fullname)
         if source is None:
             return None
+        import importlib.util
+
         return importlib.util.spec_from_file_location(fullname, source)
 
 
@@ -74,6 +75,8 @@ def _guard() -> None:
     if fallback_reason is None and os.environ.get("SLUICE_PURE_PYTHON") == "1":
         fallback_reason = "SLUICE_PURE_PYTHON=1"
     if fallback_reason is None:
+        import hashlib
+
         for path, digest in recorded.items():
             try:
                 with open(os.path.join(_ROOT, path), "rb") as source:

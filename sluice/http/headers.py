@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from email.utils import formatdate
 from typing import Protocol
 
 __all__ = [
@@ -20,6 +19,7 @@ __all__ = [
     "connection_tokens",
     "error_response",
     "http_date",
+    "imf_fixdate",
     "origin_form",
     "plain_response",
     "split_head",
@@ -55,8 +55,22 @@ def http_date() -> bytes:
     second = int(now)
     if second != _date_second:
         _date_second = second
-        _date_value = formatdate(now, usegmt=True).encode()
+        _date_value = imf_fixdate(second)
     return _date_value
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def imf_fixdate(seconds: float) -> bytes:
+    """RFC 9110 §5.6.7 IMF-fixdate (`email.utils.formatdate(usegmt=True)`, without importing the
+    email package: 1.5 MB of RSS in every queue-proxy, issue 19)."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode()
 
 
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*")

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from autoscaler.dropped import DroppedPayloads
 from autoscaler.podaccessor import PodIndex
 from autoscaler.scraper import HTTPScrapeClient, PodsExhaustedError, ServiceScraper, StaticPods
+from sluice.http import simple
 from sluice.http.client import DialError
 from sluice.http.simple import SimpleClient
 from sluice.wire import DecodeError, Stat, decode_stat, encode_stat
@@ -232,6 +233,26 @@ async def test_pools_dialling_when_swept_keep_their_connections(clusters: list[C
     finally:
         await session.close()
     assert [p.connections for p in c.pods] == [1] * len(c.pods)
+
+
+async def test_sweeps_within_one_burst_keep_pools_whose_dial_has_not_started(
+    clusters: list[Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At 10,000 pods the first round creates thousands of pools in one loop iteration, so
+    # several sweeps run before any dial task starts (issue 19). The threshold is lowered so
+    # that 40 pods cross it three times (8, 16, 32): a pool marked empty by one sweep and
+    # dropped by the next would orphan its connection, and its pod would be dialled again.
+    monkeypatch.setattr(simple, "_MIN_SWEEP", 8)
+    c = await _cluster(clusters, *["ok"] * 40)
+    session = HTTPScrapeClient.create_session(timeout=5.0)
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(session.get(p.ip, c.port, "/metrics") for p in c.pods))
+        assert len(session.pools) == len(c.pods)
+    finally:
+        await session.close()
+    assert [p.connections for p in c.pods] == [1] * len(c.pods)
+    await _settle(lambda: all(p.closed == 1 for p in c.pods))  # none left open by close()
 
 
 async def test_cancelled_get_closes_its_connection(session: SimpleClient, clusters: list[Cluster]) -> None:
