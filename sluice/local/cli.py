@@ -131,8 +131,15 @@ def _files(args: argparse.Namespace) -> list[str] | None:
 
 
 def _load(files: list[str]) -> Any:
+    from .data import PackageDataError
+    from .kubeapi.crd import CRDError
+
     try:
         return load_manifests(files)
+    except (CRDError, PackageDataError) as exc:
+        # Strict validation reads the shipped CRD schemas: a broken installation is one message.
+        _err(f"cannot start: {exc}")
+        return None
     except ManifestError as exc:
         print(f"{PROG}: rejected before starting anything:", file=sys.stderr)
         for p in exc.problems:
@@ -156,6 +163,15 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     if files is None:
         return 0 if "list" in args.example else 2
     args.filename = files
+    # The shipped CRDs and ConfigMaps, loaded before anything else (strict manifest validation
+    # reads the CRD schemas too): a broken installation is one message naming the file, not a
+    # traceback or a start-up that times out.
+    from .data import PackageDataError, verify
+
+    try:
+        verify()
+    except PackageDataError as exc:
+        return _err(f"cannot start: {exc}")
     manifests = _load(files)
     if manifests is None:
         return 2
@@ -165,16 +181,10 @@ def _up(args: argparse.Namespace, state: StateDir) -> int:
     running = state.live_supervisor()
     if running is not None:
         return _up_while_running(args, state, running, manifests)
-    # The shipped CRDs and ConfigMaps, loaded before anything starts: a broken installation
-    # is one message naming the file, not a start-up that times out.
-    from .data import PackageDataError, verify
+    from .data import PackageDataError
     from .kubeapi.crd import CRDError
     from .kubeapi.tls import TLSError
 
-    try:
-        verify()
-    except PackageDataError as exc:
-        return _err(f"cannot start: {exc}")
     if args.detach:
         return _detach(args, state)
     from .supervisor import LocalOptions, StartupError, StartupInterrupted, Supervisor

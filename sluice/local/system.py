@@ -122,6 +122,8 @@ def autoscaler_env(kubeconfig: Path, ip: str) -> dict[str, str]:
         "SLUICE_ACTIVATOR_PROBE_ENDPOINTS": "true",
         # One replica: no leases, no stat forwarding between replicas.
         "SLUICE_LEADER_ELECTION": "false",
+        # Its own address, as every component here has one (127.0.0.1:8099 would clash between instances).
+        "SLUICE_DEBUG_ADDRESS": f"{ip}:8099",
     }
 
 
@@ -131,6 +133,8 @@ def activator_env(kubeconfig: Path, ip: str, autoscaler_ip: str, pod: str = "act
         "SLUICE_AUTOSCALER_URL": f"ws://{autoscaler_ip}:8080/",
         # Stopped only with all of `sluice local`: no 45 s drain on stop.
         "SLUICE_DRAIN_SLEEP": "0",
+        # Its own address: two replicas (and other instances) would clash on 127.0.0.1:8098.
+        "SLUICE_DEBUG_ADDRESS": f"{ip}:8098",
     }
 
 
