@@ -3,7 +3,7 @@
   run_checks.py inspect --out DIR IMAGE...      contents (no shell, no package manager, no pip/setuptools,
                                                  no setuid file, uid 65532, OCI labels, SBOM), sizes per layer
                                                  (gzip, as a registry stores them); SBOMs and sizes.md to DIR
-  run_checks.py same-venv IMAGE_A IMAGE_B        the /opt/sluice trees of two builds are byte-identical
+  run_checks.py same-venv IMAGE_A IMAGE_B        the /venvs trees (rootfs stage) of two builds are identical
   run_checks.py run --out DIR QP ACTIVATOR AUTOSCALER
       the queue-proxy --read-only, --user 65532, --cap-drop=ALL in front of a user server sharing its network
       namespace (probes, a proxied request, the protobuf Stat, SIGTERM drain -> exit 0), its ready time and RSS
@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -103,13 +104,16 @@ def layer_sizes(image: str, workdir: Path) -> tuple[int, list[tuple[str, int, in
         steps = [h.get("created_by", "") for h in config["history"] if not h.get("empty_layer")]
         for step, layer in zip(steps, manifest[0]["Layers"], strict=True):
             data = tar.extractfile(layer).read()  # type: ignore[union-attr]
-            rows.append((step, len(data), len(gzip.compress(data, 6))))
+            with tarfile.open(fileobj=io.BytesIO(data)) as layer_tar:
+                tops = sorted({"/" + m.name.lstrip("./").split("/")[0] for m in layer_tar if m.name.strip("./")})
+            what = " ".join(tops) + " (" + step.removeprefix("/bin/sh -c #(nop) ").split(" ")[0] + ")"
+            rows.append((what, len(data), len(gzip.compress(data, 6))))
     archive.unlink()
     return compressed, rows
 
 
 def inspect_images(images: list[str], out: Path) -> None:
-    report = ["| Image | Layer (instruction) | Size | gzip |", "|---|---|---|---|"]
+    report = ["| Image | Layer: top directories (instruction) | Size | gzip |", "|---|---|---|---|"]
     totals = []
     for image in images:
         (info,) = json.loads(podman("image", "inspect", image))
@@ -143,9 +147,7 @@ def inspect_images(images: list[str], out: Path) -> None:
             f"{sum(r[1] for r in rows) / 1e6:.1f} MB uncompressed, {len(bom['components'])} SBOM components"
         )
         for step, raw, gz in rows:
-            what = step.replace("|", "\\|").strip()
-            what = what.removeprefix("/bin/sh -c #(nop) ")[:70]
-            report.append(f"| {image.rsplit('/', 1)[-1]} | `{what}` | {raw / 1e6:.1f} MB | {gz / 1e6:.1f} MB |")
+            report.append(f"| {image.rsplit('/', 1)[-1]} | {step} | {raw / 1e6:.1f} MB | {gz / 1e6:.1f} MB |")
         print(
             f"   {totals[-1]}; by directory: "
             + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:6])
@@ -179,12 +181,12 @@ def tree_digest(top: Path) -> dict[str, str]:
 
 def same_venv(first: str, second: str) -> None:
     with mounted(first) as a, mounted(second) as b:
-        da, db = tree_digest(a / "opt/sluice"), tree_digest(b / "opt/sluice")
+        da, db = tree_digest(a / "venvs"), tree_digest(b / "venvs")
     diff = sorted(k for k in da.keys() | db.keys() if da.get(k) != db.get(k))
     whole = hashlib.sha256(json.dumps(da, sort_keys=True).encode()).hexdigest()
     if diff:
-        fail(f"{first} and {second}: {len(diff)} of {len(da)} entries of /opt/sluice differ: {diff[:10]}")
-    print(f"   {first} == {second}: /opt/sluice, {len(da)} entries, tree sha256 {whole[:16]}")
+        fail(f"{first} and {second}: {len(diff)} of {len(da)} entries of /venvs differ: {diff[:10]}")
+    print(f"   {first} == {second}: /venvs, {len(da)} entries, tree sha256 {whole[:16]}")
 
 
 # ---- run -----------------------------------------------------------------------------------------
@@ -218,12 +220,12 @@ def wait_for(what: str, probe: Any, timeout: float = STEP_TIMEOUT) -> float:
     raise AssertionError
 
 
-def process_start(pid: int) -> float:
-    """The process's start (epoch seconds, 10 ms resolution) from /proc."""
+def age_at(pid: int, moment: float) -> float:
+    """How long the process had been running at `moment` (time.time()), from its start in /proc (CLOCK_BOOTTIME
+    ticks, 10 ms) and /proc/uptime (the same clock): the ready time from exec, for a container as for a process."""
     ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    lines = Path("/proc/stat").read_text().splitlines()
-    btime = next(int(line.split()[1]) for line in lines if line.startswith("btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK") - (time.time() - moment)
 
 
 def rss_mib(pid: int) -> float:
@@ -365,7 +367,7 @@ def run_queue_proxy(image: str) -> dict[str, float]:
         qp.start()
         ready_at = wait_for("queue-proxy readiness", ready)
         pid = qp.pid
-        results["container_ready_s"] = ready_at - process_start(pid)
+        results["container_ready_s"] = age_at(pid, ready_at)
         results["container_ready_from_start_s"] = ready_at - qp.started
         exercise_queue_proxy(env, "container")
         results["container_rss_mib"] = rss_mib(pid)
@@ -385,7 +387,7 @@ def run_queue_proxy(image: str) -> dict[str, float]:
         )
         try:
             ready_at = wait_for("host queue-proxy readiness", ready)
-            results["host_ready_s"] = ready_at - process_start(proc.pid)
+            results["host_ready_s"] = age_at(proc.pid, ready_at)
             exercise_queue_proxy(env, "host")
             results["host_rss_mib"] = rss_mib(proc.pid)
         finally:
