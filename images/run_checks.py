@@ -314,7 +314,9 @@ class Container:
         return int(code), time.monotonic() - t0
 
     def logs(self) -> str:
-        return podman("logs", self.name, check=False)
+        # The components log to stderr; podman logs keeps the two streams apart.
+        proc = subprocess.run(["podman", "logs", self.name], capture_output=True, text=True, timeout=60, check=False)
+        return proc.stdout + proc.stderr
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
@@ -466,6 +468,10 @@ async def run_control(activator_image: str, autoscaler_image: str) -> dict[str, 
                 if code != 0:
                     fail(f"{name} exited {code} after SIGTERM:\n{c.logs()[-3000:]}")
                 results[f"{name}_stop_s"] = took
+        except BaseException:
+            for c in containers:
+                print(f"--- {c.name} log (tail):\n{c.logs()[-4000:]}", file=sys.stderr)
+            raise
         finally:
             for c in containers:
                 c.remove()
