@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.support: the queue-proxy environment the process tests use
 LABELS = ("source", "revision", "version", "licenses", "created")
 FORBIDDEN_NAMES = {"sh", "bash", "dash", "busybox", "apt", "apt-get", "dpkg", "pip", "pip3", "su", "sudo", "gcc"}
 FORBIDDEN_PACKAGES = ("pip", "setuptools", "ensurepip", "wheel", "_distutils_hack")
@@ -263,27 +264,13 @@ HARDENED = [
 
 
 def qp_env(user_port: int) -> dict[str, str]:
-    return {
-        "SERVING_NAMESPACE": "default",
-        "SERVING_SERVICE": "hello",
-        "SERVING_CONFIGURATION": "hello",
-        "SERVING_REVISION": "hello-00001",
-        "SERVING_POD": "hello-00001-deployment-abc",
-        "SERVING_POD_IP": "127.0.0.1",
-        "QUEUE_SERVING_PORT": str(free_port()),
-        "QUEUE_SERVING_TLS_PORT": str(free_port()),
-        "USER_PORT": str(user_port),
-        "CONTAINER_CONCURRENCY": "0",
-        "REVISION_TIMEOUT_SECONDS": "300",
-        "SERVING_LOGGING_CONFIG": "",
-        "SERVING_LOGGING_LEVEL": "",
-        # Sluice overrides: loopback only, and free ports instead of 8022/9090, since the test shares the
-        # host's network namespace with whatever else runs there.
-        "SLUICE_BIND_HOST": "127.0.0.1",
-        "SLUICE_ADMIN_PORT": str(free_port()),
-        "SLUICE_METRICS_PORT": str(free_port()),
-        "SLUICE_DRAIN_QUIET_PERIOD": "1",
-    }
+    """The Knative queue-proxy environment of the process tests, on free loopback ports (not 8012/8022/9090:
+    the test shares the host's network namespace with whatever else runs there)."""
+    from tests.support import qp_env as test_env
+
+    keys = ("QUEUE_SERVING_PORT", "QUEUE_SERVING_TLS_PORT", "SLUICE_ADMIN_PORT", "SLUICE_METRICS_PORT")
+    ports = {key: str(free_port()) for key in keys}
+    return test_env(user_port, **ports, SLUICE_DRAIN_QUIET_PERIOD="1")
 
 
 def env_args(env: dict[str, str]) -> list[str]:
