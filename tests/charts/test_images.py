@@ -165,13 +165,18 @@ def test_control_images_install_the_k8s_extra(target: str) -> None:
 
 
 def test_every_pip_install_is_hash_locked_or_our_own_wheel() -> None:
-    for stage in STAGES.values():
-        for part in pip_installs(stage):
-            if "knative_sluice-" in part:
-                assert "--no-index" in part and "--no-deps" in part, part
-            else:
-                assert re.search(r"--require-hashes .*-r /build/requirements-\w+\.txt", part), part
-                assert "--only-binary=:all:" in part, "wheels only: no build step, no compiler"
+    venv_script = (ROOT / "images" / "venv.sh").read_text().splitlines()
+    installs = [part for stage in STAGES.values() for part in pip_installs(stage)]
+    installs += [line for line in venv_script if re.search(r"\bpip\b.*\binstall\b", line)]
+    assert len(installs) == 3, installs  # the tools, a venv's locked dependencies, our wheel
+    for part in installs:
+        if "knative_sluice-" in part:
+            assert "--no-index" in part and "--no-deps" in part, part
+        else:
+            assert re.search(r"--require-hashes .*-r (/build/requirements-\w+\.txt|\"\$lock\")", part), part
+            assert "--only-binary=:all:" in part, "wheels only: no build step, no compiler"
+    for name in ("base", "k8s"):
+        assert any(f"venv.sh /build/requirements-{name}.txt" in r for r in STAGES[f"venv-{name}"].all("RUN"))
 
 
 def test_the_tools_lock_satisfies_the_build_requirements() -> None:
