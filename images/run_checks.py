@@ -113,7 +113,7 @@ def layer_sizes(image: str, workdir: Path) -> tuple[int, list[tuple[str, int, in
     return compressed, rows
 
 
-def inspect_images(images: list[str], out: Path) -> None:
+def inspect_images(images: list[str], out: Path, expected: dict[str, str]) -> None:
     report = ["| Image | Layer: top directories (instruction) | Size | gzip |", "|---|---|---|---|"]
     totals = []
     for image in images:
@@ -123,8 +123,9 @@ def inspect_images(images: list[str], out: Path) -> None:
             fail(f"{image}: User is {cfg.get('User')!r}")
         labels = cfg.get("Labels") or {}
         for label in LABELS:
-            if not labels.get(f"org.opencontainers.image.{label}"):
-                fail(f"{image}: no org.opencontainers.image.{label} label")
+            value = labels.get(f"org.opencontainers.image.{label}")
+            if not value or value != expected.get(label, value):
+                fail(f"{image}: org.opencontainers.image.{label} is {value!r}, expected {expected.get(label)!r}")
         with mounted(image) as top:
             for shell in ("bin/sh", "usr/bin/sh", "bin/bash"):
                 if (top / shell).exists() or (top / shell).is_symlink():
@@ -495,11 +496,13 @@ def main() -> None:
         s = sub.add_parser(name)
         s.add_argument("--out", type=Path, required=True)
         s.add_argument("images", nargs="+")
+        if name == "inspect":
+            s.add_argument("--labels", nargs="*", default=[], help="NAME=VALUE: expected OCI label values")
     s = sub.add_parser("same-venv")
     s.add_argument("images", nargs=2)
     args = p.parse_args()
     if args.command == "inspect":
-        inspect_images(args.images, args.out)
+        inspect_images(args.images, args.out, dict(label.split("=", 1) for label in args.labels))
     elif args.command == "same-venv":
         same_venv(*args.images)
     else:
