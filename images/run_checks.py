@@ -425,6 +425,15 @@ async def run_control(activator_image: str, autoscaler_image: str) -> dict[str, 
                 await client.close()
             inside = Path("/etc/sluice/kubeconfig")
             mount = ["-v", f"{kubeconfig}:{inside}:ro,Z"]
+            # The kubeconfig names the API server's CA by path (no temp files in the client): the
+            # file goes in at the same path, as a cluster's mounted CA would.
+            import yaml
+
+            for cluster in yaml.safe_load(kubeconfig.read_text()).get("clusters") or ():
+                ca = (cluster.get("cluster") or {}).get("certificate-authority")
+                if ca:
+                    os.chmod(ca, 0o644)  # a public certificate, readable by uid 65532
+                    mount += ["-v", f"{ca}:{ca}:ro,Z"]
             autoscaler = Container(
                 "autoscaler", autoscaler_image, [*HARDENED, *mount, *env_args(autoscaler_env(inside, as_ip))]
             )
