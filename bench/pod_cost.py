@@ -126,27 +126,12 @@ class Upstream:
 
 
 def self_signed(directory: Path) -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(directory / "tls.key"),
-            "-out",
-            str(directory / "tls.crt"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    """tls.crt / tls.key for the queue-proxy's TLS listener, made as `sluice local` makes its own."""
+    from sluice.local.kubeapi.tls import ensure_self_signed
+
+    cert, key = ensure_self_signed(directory, "localhost")
+    cert.rename(directory / "tls.crt")
+    key.rename(directory / "tls.key")
 
 
 def variant_env(variant: str, base: dict[str, str], tmp: Path, metrics_port: int) -> dict[str, str]:
@@ -251,7 +236,7 @@ def main() -> int:
             for _ in range(args.runs):
                 ports = free_ports(5)
                 env = variant_env(variant, qp_env(upstream.port, 0, ports[:4]), tmp, ports[4])
-                env.update(kv.split("=", 1) for kv in args.extra_env)  # type: ignore[misc]
+                env.update(kv.split("=", 1) for kv in args.extra_env)
                 r, c, m, u = one_run(python, env, ports[0], args.poll_ms / 1000.0, args.idle_s)
                 ready.append(r)
                 cpu.append(c)
