@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -137,6 +138,8 @@ class MetricCollector:
         self.scrape_interval = scrape_interval
         self._collections: dict[str, Collection] = {}
         self._watcher: Callable[[str], None] | None = None
+        # Told (key, seconds) after every scrape attempt, when metrics are on (autoscaler/telemetry.py).
+        self.scrape_observer: Callable[[str, float], None] | None = None
 
     def __len__(self) -> int:
         return len(self._collections)
@@ -254,6 +257,7 @@ class MetricCollector:
         error: BaseException | None = None
         stat: Stat | None = None
         if scraper is not None:
+            started = time.monotonic()
             try:
                 stat = await scraper.scrape(coll.spec.stable_window)
             except asyncio.CancelledError:
@@ -261,6 +265,8 @@ class MetricCollector:
             except Exception as exc:
                 error = exc
                 logger.error("failed to scrape metrics: %s", exc, extra={"fields": {"knative.dev/key": key}})
+            if self.scrape_observer is not None:  # kn.autoscaler.scrape.duration (§4.7)
+                self.scrape_observer(key, time.monotonic() - started)
         if not _same_error(error, coll.last_error):
             coll.last_error = error
             if self._watcher is not None:

@@ -43,7 +43,7 @@ from .kpa import (
     sks_spec_differs,
 )
 from .kube import Informer, KnativeAPI, WorkQueue, is_conflict, is_not_found, split_key
-from .podaccessor import REVISION_LABEL, PodIndex
+from .podaccessor import REVISION_LABEL, PodCounts, PodIndex
 from .prober import ActivatorProber
 from .resources import MetricSpec, make_decider_spec, make_metric_spec
 from .scaling import Decider, MultiScaler
@@ -183,6 +183,9 @@ class KPAReconciler:
         self.is_leader = is_leader
         # key -> revision name, for the deciders' ready-pod count.
         self.revisions: dict[str, str] = {}
+        # key -> (want, pod counts) of the last reconcile: the kn.revision.pods.* gauges, recorded
+        # where Go's kpa.go reportMetrics records them (autoscaler/telemetry.py observes them).
+        self.reported: dict[str, tuple[int, PodCounts]] = {}
 
     def ready_count(self, namespace: str, name: str) -> int:
         key = f"{namespace}/{name}"
@@ -194,6 +197,7 @@ class KPAReconciler:
         self.multiscaler.delete(ns, name)
         self.prober.cancel(key)
         self.revisions.pop(key, None)
+        self.reported.pop(key, None)
 
     async def reconcile(self, key: str) -> None:
         if not self.is_leader(key):
@@ -264,6 +268,7 @@ class KPAReconciler:
 
         # 6-8. SKS mode and activator count.
         counts = self.pods.counts(ns, self.revisions[key])
+        self.reported[key] = (want, counts)
         mode = compute_sks_mode(want, decider.status.excess_burst_capacity, st.is_inactive())
         sks = await self._reconcile_sks(pa, st, sks, mode, compute_num_activators(counts.ready, decider.spec))
         status["serviceName"] = str((sks.get("status") or {}).get("serviceName") or "")

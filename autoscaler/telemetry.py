@@ -21,6 +21,7 @@ from sluice.telemetry.resource import component_resource, revision_attributes
 from .annotations import CONCURRENCY, RPS
 from .collector import MetricCollector
 from .decision import Decision
+from .podaccessor import PodCounts
 from .scaling import DeciderGauges, MultiScaler, NoDataError, NotCollectingError
 
 if TYPE_CHECKING:
@@ -65,6 +66,17 @@ _GAUGES: tuple[tuple[str, str, str, Callable[[DeciderGauges], float], str | None
 )  # fmt: skip
 
 
+# The KPA reconciler's pod counts per revision, as kpa.go's reportMetrics records them after each
+# reconcile: (name, description, value of (want, PodCounts)).
+_POD_GAUGES: tuple[tuple[str, str, Callable[[int, PodCounts], int]], ...] = (
+    ("kn.revision.pods.requested", "Number of pods the autoscaler requested from Kubernetes", lambda w, c: w),
+    ("kn.revision.pods.count", "Number of pods that are ready", lambda w, c: c.ready),
+    ("kn.revision.pods.not_ready.count", "Number of pods that are not ready", lambda w, c: c.not_ready),
+    ("kn.revision.pods.pending.count", "Number of pods that are pending", lambda w, c: c.pending),
+    ("kn.revision.pods.terminating.count", "Number of pods that are terminating", lambda w, c: c.terminating),
+)
+
+
 class AutoscalerTelemetry:
     def __init__(
         self,
@@ -76,8 +88,10 @@ class AutoscalerTelemetry:
         pod: str,
         environ: Mapping[str, str],
         clock: Callable[[], float] = time.time,
+        pod_report: Callable[[], Mapping[str, tuple[int, PodCounts]]] = dict,
     ) -> None:
         self.multiscaler = multiscaler
+        self.pod_report = pod_report
         self.collector = collector
         self.labels_of = labels_of
         self.clock = clock
@@ -92,12 +106,14 @@ class AutoscalerTelemetry:
                 meter.create_observable_gauge(
                     name, callbacks=[self._callback(value, metric)], unit=unit, description=description
                 )
-            meter.create_observable_gauge(
-                "kn.revision.pods.count",
-                callbacks=[self._ready_pods],
-                unit="{item}",
-                description="Number of pods that are ready (as the decider counted them)",
+            for name, description, pick in _POD_GAUGES:
+                meter.create_observable_gauge(
+                    name, callbacks=[self._pods_callback(pick)], unit="{item}", description=description
+                )
+            scrape = meter.create_histogram(
+                "kn.autoscaler.scrape.duration", unit="s", description="The time to scrape metrics from the pods"
             )
+            collector.scrape_observer = lambda key, seconds: scrape.record(seconds, self.attributes(key))
 
     def attributes(self, key: str) -> dict[str, str]:
         ns, _, name = key.partition("/")
@@ -120,14 +136,18 @@ class AutoscalerTelemetry:
 
         return observe
 
-    def _ready_pods(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
+    def _pods_callback(
+        self, pick: Callable[[int, PodCounts], int]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            from opentelemetry.metrics import Observation
 
-        return [
-            Observation(decision.ready, self.attributes(key))
-            for key, decision in self.multiscaler.decisions().items()
-            if decision is not None
-        ]
+            return [
+                Observation(pick(want, counts), self.attributes(key))
+                for key, (want, counts) in list(self.pod_report().items())
+            ]
+
+        return observe
 
     def debug(self) -> dict[str, Any]:
         """`GET /debug/revisions`: every revision's windows, last decision and why."""
@@ -264,7 +284,7 @@ async def start_telemetry(app: AutoscalerApp, options: Options) -> TelemetryServ
     try:
         telemetry = AutoscalerTelemetry(
             settings, app.multiscaler, app.collector, labels_of, options.system_namespace, options.pod_name,
-            options.extra, app.clock,
+            options.extra, app.clock, lambda: app.kpa.reported,
         )  # fmt: skip
     except ImportError as exc:
         logger.error(missing_extra(exc))

@@ -86,6 +86,16 @@ async def test_decider_gauges_scrape_and_debug_endpoint(cluster: Cluster, caplog
     assert prom.values("kn_revision_concurrency_panic", **labels)
     assert prom.values("kn_revision_capacity_excess", **labels)
     assert not prom.values("kn_revision_rps_stable_per_second", **labels)  # concurrency-scaled: no RPS gauges
+    # The reconciler's pod counts (kpa.go reportMetrics) and the scrape timing (§4.7).
+    assert prom.values("kn_revision_pods_count", **labels) == [2]
+
+    async def requested() -> bool:  # the PA is reconciled again once the decision changed
+        return (await scrape(metrics_port)).values("kn_revision_pods_requested", **labels)[0] >= 2
+
+    await until(requested, timeout=10, what="kn.revision.pods.requested after the decision")
+    for state in ("not_ready", "pending", "terminating"):
+        assert prom.values(f"kn_revision_pods_{state}_count", **labels) == [0], state
+    assert prom.values("kn_autoscaler_scrape_duration_seconds_count", **labels)[0] >= 1
     (target,) = prom.labels("target_info")
     assert target["k8s_container_name"] == "autoscaler" and target["service_name"] == "autoscaler"
 

@@ -15,6 +15,7 @@ from activator.backends import PoolRegistry
 from activator.revisions import Revisions
 from activator.telemetry import ActivatorTelemetry
 from autoscaler.collector import MetricCollector
+from autoscaler.podaccessor import PodCounts
 from autoscaler.scaling import MultiScaler
 from autoscaler.telemetry import AutoscalerTelemetry
 from proxy.config import QueueProxyConfig
@@ -86,10 +87,14 @@ def exported_names() -> set[str]:
     multi.create("default", "r", replace(BASE, scaling_metric="rps"))
     multi.tick("default/c")
     multi.tick("default/r")
+    # ... and the KPA reconciler's last report of their pods; one scrape timed.
+    report = {"default/c": (1, PodCounts(1, 0, 0, 0)), "default/r": (1, PodCounts(1, 0, 0, 0))}
+    collector = MetricCollector(clock)
     auto = AutoscalerTelemetry(
-        ObservabilitySettings(prometheus), multi, MetricCollector(clock), lambda key: {}, "ks", "as-0", {}, clock
+        ObservabilitySettings(prometheus), multi, collector, lambda key: {}, "ks", "as-0", {}, clock, lambda: report
     )
-    assert auto.export is not None
+    assert auto.export is not None and collector.scrape_observer is not None
+    collector.scrape_observer("default/c", 0.004)
     names |= Scrape(auto.export.render().decode()).names()
     for t in (qp, act, auto):
         t.shutdown()
