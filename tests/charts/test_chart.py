@@ -6,6 +6,7 @@ switch rendering the stock images."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,13 @@ def test_wrong_namespace_is_rejected() -> None:
     result = helm(*template_args(namespace="default"))
     assert result.returncode != 0
     assert "install into the Knative Serving namespace: helm ... --namespace knative-serving" in result.stderr
+
+
+def test_grafana_dashboard_configmap_on_request() -> None:
+    assert not [o for o in render() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "sluice-grafana-dashboard"]
+    objs = render(sets=("grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring"))
+    cm = find(objs, "ConfigMap", "sluice-grafana-dashboard")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "sluice-data-plane.json").read_text())
+    assert json.loads(cm["data"]["sluice-data-plane.json"]) == shipped
