@@ -211,7 +211,7 @@ class _Request(Forwarder):
         now = act.clock()
         self.start = now
         if act.tracer is not None:
-            self.span = act.tracer.start(self.ex)
+            self.span = act.tracer.start(self.ex, entry.span_attributes)
         stats = act.reporter.stats.get(entry.key)
         if stats is None:
             stats, first = act.reporter.request_in(entry.key, now)

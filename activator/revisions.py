@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice.http.deadlines import RequestTimeouts
+from sluice.telemetry.resource import revision_attributes
 
 from .backends import LABEL_REVISION, LABEL_SERVICE_TYPE, PoolRegistry
 from .revision import RevisionInfo, RevKey
@@ -31,6 +32,7 @@ class RevisionEntry:
         "key",
         "pools",
         "private_host",
+        "span_attributes",
         "throttler",
         "timeouts",
     )
@@ -46,6 +48,8 @@ class RevisionEntry:
 
     def set_info(self, info: RevisionInfo) -> None:
         self.info = info
+        # The revision's attributes on its requests' spans (activator_proxy, §3.10).
+        self.span_attributes = revision_attributes(info.namespace, info.service, info.configuration, info.name)
         # §3.6: the timeout handler's three timers come from the Revision spec.
         self.timeouts = RequestTimeouts(
             float(info.timeout_seconds),

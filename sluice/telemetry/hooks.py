@@ -4,6 +4,7 @@ handler with tracing off holds `None` and pays one attribute check per request."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from sluice.http.server import HttpExchange
@@ -47,4 +48,7 @@ class RequestSpan(Protocol):
 
 
 class RequestTracer(Protocol):
-    def start(self, ex: HttpExchange) -> RequestSpan: ...
+    def start(self, ex: HttpExchange, revision: Mapping[str, str] | None = None) -> RequestSpan:
+        """`revision`: attributes naming the request's revision, for a component that serves many
+        (the activator); the queue-proxy's are fixed when its tracer is made."""
+        ...

@@ -87,17 +87,19 @@ class ServerSpans:
         self.error = Status(StatusCode.ERROR)
         self.set_span_in_context = set_span_in_context
 
-    def start(self, ex: HttpExchange) -> RequestSpan:
-        return _Span(self, ex)
+    def start(self, ex: HttpExchange, revision: Mapping[str, str] | None = None) -> RequestSpan:
+        return _Span(self, ex, revision)
 
 
 class _Span:
     __slots__ = ("_propagation", "owner", "span", "started_ns")
 
-    def __init__(self, owner: ServerSpans, ex: HttpExchange) -> None:
+    def __init__(self, owner: ServerSpans, ex: HttpExchange, revision: Mapping[str, str] | None) -> None:
         self.owner = owner
         self.started_ns = time.time_ns()
         attributes: dict[str, Any] = dict(owner.attributes)
+        if revision:
+            attributes.update(revision)
         attributes["http.request.method"] = ex.method.decode("latin-1")
         attributes["url.path"] = ex.url.partition(b"?")[0].decode("latin-1")
         self.span: Span = owner.tracing.tracer.start_span(

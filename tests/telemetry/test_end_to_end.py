@@ -84,6 +84,8 @@ async def test_trace_and_metrics_through_activator_queue_proxy_and_app(
     spans = {s.name: s for s in receiver.spans()}
     root = spans["activator_proxy"]
     assert root.parent_span_id == "" and root.resource["k8s.container.name"] == "activator"
+    # The activator serves many revisions: each span names its own (§3.10).
+    assert root.attributes["kn.revision.name"] == REV and root.attributes["k8s.namespace.name"] == "default"
     assert {s.trace_id for s in spans.values()} == {root.trace_id}
     assert spans["throttler_try"].parent_span_id == root.span_id
     proxy = spans["kn.queueproxy.proxy"]
