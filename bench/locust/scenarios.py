@@ -424,7 +424,7 @@ def service_manifest(
     """A Knative Service running examples/autoscale.py, as JSON (which is YAML, for `sluice local`)."""
     container: dict[str, object] = {
         "image": "ghcr.io/knative/autoscale-go:latest",
-        "command": ["python", "autoscale.py"],
+        "command": ["python3", "autoscale.py"],  # Debian has no `python` command
         "workingDir": working_dir,
         "ports": [{"containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/healthz"}},

@@ -241,6 +241,6 @@ def test_service_manifest_is_json_yaml_for_sluice_local() -> None:
     tmpl = doc["spec"]["template"]
     assert tmpl["metadata"]["annotations"] == {"autoscaling.knative.dev/min-scale": "1"}
     container = tmpl["spec"]["containers"][0]
-    assert container["command"] == ["python", "autoscale.py"]
+    assert container["command"] == ["python3", "autoscale.py"]
     assert container["workingDir"] == "/repo/examples"
     assert container["env"] == [{"name": "BENCH_VERSION", "value": "2"}]
