@@ -395,21 +395,12 @@ def loopback_ips() -> tuple[str, str]:
     return f"{block}.2", f"{block}.3"
 
 
-def crd_paths() -> list[Path] | None:
-    """The Knative CRDs: wherever the package finds them (None: shipped, or ../shared beside the repository),
-    else this workplace's shared copy."""
-    from sluice.local.kubeapi.embedded import default_crd_dir
-
-    shared = Path("/work/shared/knative/config/300-resources")
-    return None if default_crd_dir() is not None or not shared.is_dir() else [shared]
-
-
 async def run_control(activator_image: str, autoscaler_image: str) -> dict[str, float]:
     from sluice.local.kube import Kube
     from sluice.local.kubeapi import EmbeddedAPIServer, kube_client_from_kubeconfig
     from sluice.local.system import activator_env, autoscaler_env, create_system_objects
 
-    api = EmbeddedAPIServer(host="127.0.0.1", port=0, crd_paths=crd_paths())
+    api = EmbeddedAPIServer(host="127.0.0.1", port=0)  # the Knative CRDs the package ships
     await api.start()
     results: dict[str, float] = {}
     containers: list[Container] = []
