@@ -29,7 +29,7 @@ from .manifest import Manifest
 from .procs import AddressPool, Child, port_busy, proc_start_ticks, spawn
 from .snapshot import Sampler
 from .state import StateDir
-from .system import activator_env, autoscaler_env, component_argv, create_system_objects
+from .system import activator_env, autoscaler_env, component_argv, config_initial_scale, create_system_objects
 from .webhook import WEBHOOK, admission_hook
 
 __all__ = ["LocalOptions", "StartupError", "StartupInterrupted", "Supervisor"]
@@ -195,7 +195,8 @@ class Supervisor:
             await comp.start()
         self.caches = Caches(kube)
         await self.caches.start()
-        self.controller = Controller(self.caches, self.activator_ip, self.opts.domain)
+        initial_scale = config_initial_scale(self.opts.autoscaler_config)
+        self.controller = Controller(self.caches, self.activator_ip, self.opts.domain, initial_scale=initial_scale)
         self.controller.start()
         self.kubelet = Kubelet(
             self.caches,

@@ -30,9 +30,15 @@ __all__ = [
 LOCAL_OVERRIDES: dict[str, dict[str, str]] = {
     # No service mesh on one machine, and no ClusterIP routing: pods are reached directly.
     "config-network": {"mesh-compatibility-mode": "disabled"},
-    # The queue-proxies serve :9091 (queue depth for `sluice local status`), see resources.py.
-    "config-observability": {"request-metrics-protocol": "prometheus"},
 }
+
+
+def config_initial_scale(autoscaler_config: Mapping[str, str]) -> int:
+    """config-autoscaler `initial-scale` as `sluice local` sets it (Knative's default 1)."""
+    try:
+        return int(autoscaler_config.get("initial-scale", "1"))
+    except ValueError:
+        return 1
 
 
 def shipped_configmaps() -> dict[str, dict[str, str]]:

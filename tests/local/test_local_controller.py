@@ -122,3 +122,37 @@ async def test_service_to_ready_pod_endpoints_and_drained_scale_down(
         await kubelet.stop(1.0)
         await controller.stop()
         await caches.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_config_initial_scale_zero_starts_no_pod(server: EmbeddedAPIServer, api: Any) -> None:
+    """config-autoscaler `initial-scale: 0` (with allow-zero-initial-scale) makes the first Deployment
+    at zero replicas, as Knative's deploy.go does: no pod starts before the first request."""
+    kube = Kube(api)
+    caches = Caches(kube)
+    await caches.start()
+    pool = AddressPool(f"127.{random.randrange(100, 250)}")
+    controller = Controller(caches, pool.system(2), "example.com", initial_scale=0)
+    controller.start()
+    try:
+        container = {"image": "x", "command": [sys.executable, str(ROOT / "examples/autoscale.py")]}
+        for name, annotations in (("cold", {}), ("warm", {"autoscaling.knative.dev/initial-scale": "2"})):
+            await kube.create(
+                ALL.SERVICES,
+                "default",
+                {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "template": {"metadata": {"annotations": annotations}, "spec": {"containers": [container]}}
+                    },
+                },
+            )
+        cold = await until(lambda: caches.deployments.get("default", "cold-00001-deployment"))
+        warm = await until(lambda: caches.deployments.get("default", "warm-00001-deployment"))
+        assert cold["spec"]["replicas"] == 0  # the config's initial scale
+        assert warm["spec"]["replicas"] == 2  # the revision's annotation wins
+    finally:
+        await controller.stop()
+        await caches.stop()

@@ -32,11 +32,12 @@ class Controller:
         features: dict[str, str] | None = None,
         debounce: float = 0.005,
         resync: float = 1.0,
+        initial_scale: int = 1,
     ) -> None:
         self.caches = caches
         self.writer = Writer(caches.kube)
         self.events = EventRecorder(caches.kube, "controller")
-        self.serving = ServingReconciler(caches, self.writer, domain, features, self.events)
+        self.serving = ServingReconciler(caches, self.writer, domain, features, self.events, initial_scale)
         self.network = NetworkReconciler(caches, self.writer, activator_ip)
         self.workloads = WorkloadReconciler(caches, self.writer)
         self.debounce = debounce

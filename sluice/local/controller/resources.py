@@ -196,9 +196,10 @@ def encode_readiness_probe(probe: dict[str, Any], port: int) -> str:
     return json.dumps(p, separators=(",", ":"))
 
 
-# config-observability of `sluice local`: request-metrics-protocol prometheus, so each
-# queue-proxy serves :9091 (kn_serving_queue_depth is what `sluice local status` shows).
-LOCAL_OBSERVABILITY = '{"tracing":{},"metrics":{},"runtime":{},"requestMetrics":{"protocol":"prometheus"}}'
+# config-observability of `sluice local`: Knative's defaults, every protocol none. `status` reads
+# each pod's Stat on :9090, so the queue-proxies load no metrics SDK (it costs every pod ~90 ms of
+# start-up CPU and ~8 MB: bench/RESULTS.md, issue 19).
+LOCAL_OBSERVABILITY = '{"tracing":{},"metrics":{},"runtime":{},"requestMetrics":{}}'
 
 
 def queue_env(rev: dict[str, Any], features: dict[str, str] | None = None) -> list[dict[str, Any]]:

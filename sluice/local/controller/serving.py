@@ -44,12 +44,16 @@ class ServingReconciler:
         domain: str,
         features: dict[str, str] | None = None,
         events: EventRecorder | None = None,
+        initial_scale: int = 1,
     ) -> None:
         self.c = caches
         self.w = writer
         self.events = events or EventRecorder(writer.kube, "controller")
         self.domain = domain
         self.features = features or {}
+        # config-autoscaler `initial-scale`: a new Deployment's replicas unless the revision's
+        # annotation says otherwise (Knative's resources/deploy.go).
+        self.initial_scale = initial_scale
 
     async def reconcile(self) -> None:
         for ksvc in self.c.ksvcs.items():
@@ -238,7 +242,7 @@ class ServingReconciler:
             # Nothing to run: no Deployment, and the reason where `kubectl get ksvc` shows it.
             await self._revision_status(rev, ("ContainerMissing", missing))
             return
-        dep = make_deployment(rev, initial_replicas(rev), self.features)
+        dep = make_deployment(rev, initial_replicas(rev, self.initial_scale), self.features)
         await self.w.ensure(ALL.DEPLOYMENTS, self.c.deployments, dep, create_only=("replicas",))
         pa = make_pa(rev, reach.get((ns, name), "Unreachable"))
         await self.w.ensure(ALL.PODAUTOSCALERS, self.c.pas, pa)
