@@ -21,7 +21,7 @@ from sluice.http.deadlines import DeadlineScanner
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head
 from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
-from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
+from sluice.telemetry.hooks import TRACE_HEADERS, DoneRequest, RequestSpan, RequestTracer, done_request
 from sluice.wire import WireStatMessage
 
 from .revision import RevKey, identify, not_found_message
@@ -76,7 +76,7 @@ class RequestObserver(Protocol):
 
     def on_wait_done(self, entry: RevisionEntry, seconds: float) -> None: ...
     def on_cold_start(self, entry: RevisionEntry, seconds: float) -> None: ...
-    def on_request_done(self, entry: RevisionEntry, status: int, seconds: float) -> None: ...
+    def on_request_done(self, entry: RevisionEntry, ex: HttpExchange, dest: str, done: DoneRequest) -> None: ...
 
 
 class Backends(Protocol):
@@ -189,7 +189,21 @@ class ActivatorHandler:
 class _Request(Forwarder):
     """One request through the reporter, timeout handler, throttler and proxy."""
 
-    __slots__ = ("act", "attempts", "cold", "done", "entry", "span", "start", "stats", "tracker", "waiter")
+    __slots__ = (
+        "act",
+        "attempts",
+        "cold",
+        "done",
+        "entry",
+        "granted_at",
+        "head_at",
+        "request_bytes",
+        "span",
+        "start",
+        "stats",
+        "tracker",
+        "waiter",
+    )
 
     def __init__(self, act: ActivatorHandler, ex: HttpExchange, entry: RevisionEntry) -> None:
         Forwarder.__init__(self, ex)
@@ -203,6 +217,10 @@ class _Request(Forwarder):
         self.attempts = 1
         self.span: RequestSpan | None = None
         self.cold = False  # arrived with no ready pod, and metrics are on: a cold start to time
+        # For the observer (metrics): when a pod was granted, when its head came, body bytes read.
+        self.granted_at = 0.0
+        self.head_at = 0.0
+        self.request_bytes = 0
 
     def begin(self) -> None:
         act = self.act
@@ -269,7 +287,8 @@ class _Request(Forwarder):
         watched = ex.watched
         act = self.act
         if act.observer is not None:
-            act.observer.on_wait_done(self.entry, act.clock() - self.start)
+            self.granted_at = act.clock()
+            act.observer.on_wait_done(self.entry, self.granted_at - self.start)
         drop = _DROP
         extra = _PROXY_HEADER
         span = self.span
@@ -301,20 +320,25 @@ class _Request(Forwarder):
     # ---- the first byte from a pod ends a cold start ---------------------------------------
 
     def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
-        if self.cold:
-            self._cold_start_done()
+        if self.act.observer is not None:
+            self._head_seen()
         Forwarder.on_response_head(self, status, reason, head)
 
     def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
-        if self.cold:
-            self._cold_start_done()
+        if self.act.observer is not None:
+            self._head_seen()
         Forwarder.on_response(self, status, reason, head, body)
 
-    def _cold_start_done(self) -> None:
-        self.cold = False
+    def on_request_body(self, data: bytes) -> None:
+        self.request_bytes += len(data)
+        Forwarder.on_request_body(self, data)
+
+    def _head_seen(self) -> None:
         act = self.act
-        if act.observer is not None:
-            act.observer.on_cold_start(self.entry, act.clock() - self.start)
+        self.head_at = act.clock()
+        if self.cold and act.observer is not None:
+            self.cold = False
+            act.observer.on_cold_start(self.entry, self.head_at - self.start)
 
     # ---- a pod that never got the request (Sluice addition to §3.6) --------------------
 
@@ -389,4 +413,10 @@ class _Request(Forwarder):
         if self.span is not None:
             self.span.end(status)
         if act.observer is not None:
-            act.observer.on_request_done(entry, status, now - self.start)
+            tracker = self.tracker
+            dest = tracker.dest if tracker is not None else ""
+            done = done_request(
+                self.start, self.granted_at, self.head_at, now, self.ex.status, self.upstream_error, self.sent,
+                "", self.request_bytes,
+            )  # fmt: skip
+            act.observer.on_request_done(entry, self.ex, dest, done)

@@ -7,11 +7,13 @@ Metrics, exported as `config-observability` asks (`prometheus` on :9090, OTLP `g
   `kn.revision.request.concurrency` (the concurrency last reported to the autoscaler),
   `kn.revision.request.queued` / `.active` (the throttlers), `kn.activator.stats.conn.reachable`
   and `.errors` (the autoscaler websocket);
-- recorded per request (`RequestObserver`, only when metrics are on):
-  `http.server.request.duration` (otelhttp's server histogram, with `http.response.status_code`),
-  `sluice.queue.wait` (time in the throttler), and `sluice.activator.cold_start`: request arrival
-  with no ready pod → the first response byte from a pod, by revision (knative/serving#13459,
-  #16216); the pre-1.19 `activator_request_count` / `_latencies` on opt-in.
+- recorded per request (`RequestObserver`, only when metrics are on, in place: see
+  `sluice.telemetry.histograms`): otelhttp's `http.server.request.duration` /
+  `.request.body.size` / `.response.body.size` and `http.client.request.duration` /
+  `.request.body.size` (towards the pods; `sluice.telemetry.otelhttp`), `sluice.queue.wait`
+  (time in the throttler), and `sluice.activator.cold_start`: request arrival with no ready pod →
+  the first response byte from a pod, by revision (knative/serving#13459, #16216); the pre-1.19
+  `activator_request_count` / `_latencies` on opt-in.
 
 Spans `activator_proxy` (the request) and `throttler_try` (its time in the throttler), whose
 context goes to the queue-proxy. A debug endpoint shows the activator's view of every revision:
@@ -23,16 +25,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sluice.http.server import HttpExchange
 from sluice.telemetry.config import ObservabilitySettings
-from sluice.telemetry.instruments import COLD_START_BOUNDS, INVOCATION_DURATION_BOUNDS, queue_wait_histogram
+from sluice.telemetry.histograms import AttributeValue, HistogramStream
+from sluice.telemetry.hooks import DoneRequest
+from sluice.telemetry.instruments import COLD_START_BOUNDS, queue_wait_histogram
 from sluice.telemetry.legacy import LegacyRequestMetrics
+from sluice.telemetry.otelhttp import ClientMetrics, ServerMetrics
 from sluice.telemetry.resource import component_resource, revision_attributes
 
 from .revision import RevKey
 from .revisions import RevisionEntry, Revisions
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+    from opentelemetry.metrics import CallbackOptions, Observation
 
     from sluice.telemetry.metrics import MetricsExport
     from sluice.telemetry.tracing import ServerSpans, Tracing
@@ -52,7 +58,7 @@ class ActivatorMetrics:
 
     def __init__(
         self,
-        meter: Meter,
+        export: MetricsExport,
         revisions: Revisions,
         concurrency: Callable[[], Mapping[RevKey, float]],
         reachable: Callable[[], bool],
@@ -61,6 +67,8 @@ class ActivatorMetrics:
     ) -> None:
         from opentelemetry.metrics import Observation
 
+        meter = export.meter
+        histograms = export.histograms
         self.revisions = revisions
         self.legacy = legacy
         self._observation = Observation
@@ -102,42 +110,53 @@ class ActivatorMetrics:
             unit="{error}",
             description="Number of errors on the stats connection to the autoscaler",
         )
-        self.duration = meter.create_histogram(
-            "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=INVOCATION_DURATION_BOUNDS,
-        )  # fmt: skip
-        self.queue_wait = queue_wait_histogram(meter, "throttler queue")
-        self.cold_start = meter.create_histogram(
-            "sluice.activator.cold_start", unit="s",
-            description="Request arrival with no ready pod to the first response byte from a pod",
-            explicit_bucket_boundaries_advisory=COLD_START_BOUNDS,
-        )  # fmt: skip
-        # Attribute dicts reused per (revision, status): the SDK keys its streams by their items.
-        self._by_status: dict[tuple[RevKey, int], dict[str, Any]] = {}
-        self._by_revision: dict[RevKey, dict[str, Any]] = {}
+        self.server = ServerMetrics(histograms)
+        self.client = ClientMetrics(histograms)
+        self.queue_wait = queue_wait_histogram(histograms, "throttler queue")
+        self.cold_start = histograms.histogram(
+            "sluice.activator.cold_start",
+            "s",
+            "Request arrival with no ready pod to the first response byte from a pod",
+            COLD_START_BOUNDS,
+        )
+        # Per revision, made on its first request and refreshed when its Service label changes.
+        self._by_revision: dict[RevKey, _RevisionSeries] = {}
 
-    def _revision(self, entry: RevisionEntry) -> dict[str, Any]:
-        attributes = self._by_revision.get(entry.key)
-        if attributes is None or attributes["kn.service.name"] != entry.info.service:
-            attributes = self._by_revision[entry.key] = _attributes(entry)
-        return attributes
+    def _series(self, entry: RevisionEntry) -> _RevisionSeries:
+        series = self._by_revision.get(entry.key)
+        if series is None or series.attributes["kn.service.name"] != entry.info.service:
+            series = self._by_revision[entry.key] = _RevisionSeries(self, _attributes(entry))
+        return series
 
     # ---- RequestObserver (activator/handler.py) -------------------------------------
 
     def on_wait_done(self, entry: RevisionEntry, seconds: float) -> None:
-        self.queue_wait.record(seconds, self._revision(entry))
+        self._series(entry).queue_wait.record(seconds)
 
     def on_cold_start(self, entry: RevisionEntry, seconds: float) -> None:
-        self.cold_start.record(seconds, self._revision(entry))
+        self._series(entry).cold_start.record(seconds)
 
-    def on_request_done(self, entry: RevisionEntry, status: int, seconds: float) -> None:
-        key = (entry.key, status)
-        attributes = self._by_status.get(key)
-        if attributes is None:
-            attributes = self._by_status[key] = {**self._revision(entry), "http.response.status_code": status}
-        self.duration.record(seconds, attributes)
+    def on_request_done(self, entry: RevisionEntry, ex: HttpExchange, dest: str, done: DoneRequest) -> None:
+        series = self._series(entry)
+        status = ex.status or 500
+        self.server.record(ex, status, done.latency, done.request_bytes, series.extra)
+        if done.upstream >= 0:
+            version = "2.0" if ex.http2 else "1.1"
+            self.client.record(ex.method, dest, version, done.outcome, done.upstream, done.request_bytes, series.extra)
         if self.legacy is not None:
-            self.legacy.observe(self._revision(entry), status, seconds)
+            self.legacy.observe(series.attributes, status, done.latency)
+
+
+class _RevisionSeries:
+    """A revision's attributes and its streams of the per-revision histograms."""
+
+    __slots__ = ("attributes", "cold_start", "extra", "queue_wait")
+
+    def __init__(self, metrics: ActivatorMetrics, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self.extra: tuple[tuple[str, AttributeValue], ...] = tuple(sorted(attributes.items()))
+        self.queue_wait: HistogramStream = metrics.queue_wait.stream(attributes)
+        self.cold_start: HistogramStream = metrics.cold_start.stream(attributes)
 
 
 def revisions_view(revisions: Revisions, concurrency: Mapping[RevKey, float]) -> dict[str, Any]:
@@ -193,12 +212,12 @@ class ActivatorTelemetry:
         if settings.metrics.enabled:
             from sluice.telemetry.metrics import MetricsExport
 
-            self.export = MetricsExport(settings.metrics, resource, SCOPE)
+            self.export = MetricsExport(settings.metrics, resource, SCOPE, environ=environ)
             legacy = None
             if settings.legacy_prometheus_names and settings.metrics.protocol == "prometheus":
                 legacy = LegacyRequestMetrics("activator_request", pod, "activator")
                 self.export.add_collector(legacy)
-            self.metrics = ActivatorMetrics(self.export.meter, revisions, concurrency, reachable, conn_errors, legacy)
+            self.metrics = ActivatorMetrics(self.export, revisions, concurrency, reachable, conn_errors, legacy)
         self.tracing: Tracing | None = None
         self.tracer: ServerSpans | None = None
         if settings.tracing.enabled:

@@ -6,7 +6,11 @@ against, in one run:
 
 * ``direct``       the user container itself (the floor every proxy adds latency to);
 * ``nginx``        a second nginx as reverse proxy with upstream keep-alive (the fair reference);
-* ``sluice-ccN``   the Sluice queue-proxy (`python -m proxy`) with CONTAINER_CONCURRENCY=N.
+* ``sluice-ccN``   the Sluice queue-proxy (`python -m proxy`) with CONTAINER_CONCURRENCY=N;
+                   ``sluice-ccN-metrics`` with user metrics on (Prometheus, §2.10), and
+                   ``sluice-ccN-trace0`` with tracing on at sampling rate 0 (OTLP to a closed
+                   port: nothing is sampled, every request still propagates a context): what
+                   each costs per request.
 
 The proxy under test is pinned to one core (``taskset -c 0``), wrk and the upstream nginx to
 the other (``taskset -c 1``), so req/s measures the proxy's single-core throughput and the load
@@ -58,7 +62,13 @@ TARGET_READY_MS = 300.0
 PROBE_HEADERS = {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"}
 PROBE_INTERVAL_S = 0.005
 
-_TARGET_RE = re.compile(r"^sluice-cc(\d+)$")
+_TARGET_RE = re.compile(r"^sluice-cc(\d+)(-metrics|-trace0)?$")
+
+# OBSERVABILITY_CONFIG of the telemetry variants (the metrics port is filled in per run).
+TELEMETRY_VARIANTS = {
+    "-metrics": '{{"requestMetrics":{{"protocol":"prometheus","endpoint":"127.0.0.1:{port}"}}}}',
+    "-trace0": '{{"tracing":{{"protocol":"http/protobuf","endpoint":"127.0.0.1:{port}","samplingRate":0}}}}',
+}
 
 
 class BenchError(Exception):
@@ -234,7 +244,9 @@ def parse_targets(text: str) -> list[str]:
     targets = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in targets if t not in ("direct", "nginx") and not _TARGET_RE.match(t)]
     if not targets or bad:
-        raise ValueError(f"bad --targets {text!r}: known are direct, nginx, sluice-cc<N> (e.g. sluice-cc10)")
+        raise ValueError(
+            f"bad --targets {text!r}: known are direct, nginx, sluice-cc<N>[-metrics|-trace0] (e.g. sluice-cc10)"
+        )
     if len(set(targets)) != len(targets):
         raise ValueError(f"bad --targets {text!r}: a target is listed twice")
     return targets
@@ -243,6 +255,13 @@ def parse_targets(text: str) -> list[str]:
 def sluice_cc(target: str) -> int | None:
     m = _TARGET_RE.match(target)
     return int(m.group(1)) if m else None
+
+
+def telemetry_config(target: str, port: int) -> str | None:
+    """The OBSERVABILITY_CONFIG of a `-metrics` / `-trace0` target, None for the default."""
+    m = _TARGET_RE.match(target)
+    variant = m.group(2) if m else None
+    return TELEMETRY_VARIANTS[variant].format(port=port) if variant else None
 
 
 def cpu_model(cpuinfo_text: str) -> str:
@@ -620,8 +639,11 @@ def start_qp(
     cc: int,
     ready_timeout: float,
 ) -> Server:
-    ports = free_ports(4)
-    env = qp_env(upstream_port, cc, ports)
+    ports = free_ports(5)
+    env = qp_env(upstream_port, cc, ports[:4])
+    observability = telemetry_config(name, ports[4])
+    if observability is not None:
+        env["OBSERVABILITY_CONFIG"] = observability
     argv = [tools.taskset, "-c", str(cpu), python, "-m", "proxy"]
     started = time.monotonic()
     proc = procs.spawn(name, argv, env=env, cwd=REPO)

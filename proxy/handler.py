@@ -23,7 +23,7 @@ from sluice.http.deadlines import DeadlineScanner, RequestTimeouts
 from sluice.http.forward import Forwarder, answer_timeout, build_request_head, without_not_sent
 from sluice.http.headers import RelayedHead
 from sluice.http.server import HttpExchange
-from sluice.telemetry.hooks import TRACE_HEADERS, RequestSpan, RequestTracer
+from sluice.telemetry.hooks import TRACE_HEADERS, DoneRequest, RequestSpan, RequestTracer, done_request
 
 from .drain import Drainer
 from .stats import RequestStats
@@ -68,7 +68,7 @@ class Readiness(Protocol):
 class RequestObserver(Protocol):
     """Per-request hooks for metrics and request logs (kept off the proxy's core)."""
 
-    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, trace_id: str) -> None: ...
+    def on_request_done(self, ex: HttpExchange, done: DoneRequest) -> None: ...
     def on_probe_done(self, ex: HttpExchange, latency: float) -> None: ...
 
 
@@ -246,8 +246,10 @@ class _Request(Forwarder):
         "counted",
         "done",
         "granted_at",
+        "head_at",
         "proxied",
         "qp",
+        "request_bytes",
         "span",
         "start",
         "ticket",
@@ -264,6 +266,9 @@ class _Request(Forwarder):
         self.counted = False
         self.start = 0.0
         self.granted_at = 0.0
+        # For the observer (metrics): request body bytes read, and when the app's head came.
+        self.request_bytes = 0
+        self.head_at = 0.0
         self.span: RequestSpan | None = None
 
     def begin(self) -> None:
@@ -359,10 +364,18 @@ class _Request(Forwarder):
     # ---- the app's 502s never carry the not-sent mark (see without_not_sent) ----------------
 
     def on_response_head(self, status: int, reason: bytes, head: RelayedHead) -> None:
+        if self.qp.observer is not None:
+            self.head_at = self.qp.clock()
         Forwarder.on_response_head(self, status, reason, without_not_sent(head) if status == 502 else head)
 
     def on_response(self, status: int, reason: bytes, head: RelayedHead, body: bytes) -> None:
+        if self.qp.observer is not None:
+            self.head_at = self.qp.clock()
         Forwarder.on_response(self, status, reason, without_not_sent(head) if status == 502 else head, body)
+
+    def on_request_body(self, data: bytes) -> None:
+        self.request_bytes += len(data)
+        Forwarder.on_request_body(self, data)
 
     def on_tick(self, now: float) -> None:
         """Called by the shared DeadlineScanner while this request is active (§2.8)."""
@@ -395,5 +408,8 @@ class _Request(Forwarder):
             span.end(self.ex.status or 500)
             trace_id = span.trace_id
         if qp.observer is not None:
-            wait = (self.granted_at or now) - self.start
-            qp.observer.on_request_done(self.ex, now - self.start, wait, trace_id)
+            done = done_request(
+                self.start, self.granted_at, self.head_at, now, self.ex.status, self.upstream_error, self.sent,
+                trace_id, self.request_bytes,
+            )  # fmt: skip
+            qp.observer.on_request_done(self.ex, done)

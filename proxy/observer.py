@@ -13,6 +13,8 @@ from sluice.http.server import HttpExchange
 from .requestlog import RequestLogInput, RequestLogRevision, RequestLogTemplate
 
 if TYPE_CHECKING:
+    from sluice.telemetry.hooks import DoneRequest
+
     from .metrics import QueueProxyMetrics
 
 __all__ = ["QueueProxyObserver"]
@@ -37,14 +39,16 @@ class QueueProxyObserver:
         self.has_breaker = has_breaker
         self.out = out if out is not None else sys.stdout.buffer
 
-    def on_request_done(self, ex: HttpExchange, latency: float, queue_wait: float, trace_id: str) -> None:
+    def on_request_done(self, ex: HttpExchange, done: DoneRequest) -> None:
         metrics = self.metrics
         if metrics is not None:
-            metrics.observe_invocation(ex.status or 500, latency)
+            status = ex.status or 500
+            metrics.observe_invocation(status, done.latency)
+            metrics.observe_http(ex, status, done.latency, done.request_bytes, done.upstream, done.outcome)
             if self.has_breaker:
-                metrics.observe_queue_wait(queue_wait)
+                metrics.observe_queue_wait(done.queue_wait)
         if self.request_log is not None:
-            self._log_line(ex, latency, trace_id)
+            self._log_line(ex, done.latency, done.trace_id)
 
     def on_probe_done(self, ex: HttpExchange, latency: float) -> None:
         # Probes never reach the metrics (§2.10); they are logged only when asked for.

@@ -39,12 +39,12 @@ class QueueProxyTelemetry:
         self.metrics: QueueProxyMetrics | None = None
         if obs.metrics_export.enabled:
             # The revision goes on every Prometheus series too (dashboards group by kn_revision_name).
-            self.export = MetricsExport(obs.metrics_export, resource, SCOPE, frozenset(revision))
+            self.export = MetricsExport(obs.metrics_export, resource, SCOPE, frozenset(revision), environ)
             legacy = None
             if obs.metrics_export.protocol == "prometheus" and parse_go_bool(environ.get(LEGACY_ENV, "") or "false"):
                 legacy = LegacyRequestMetrics("revision_app_request", cfg.serving_pod, "queue-proxy")
                 self.export.add_collector(legacy)
-            self.metrics = QueueProxyMetrics(self.export.meter, queue_depth, legacy, revision)
+            self.metrics = QueueProxyMetrics(self.export, queue_depth, legacy, revision, cfg.user_port)
         self.tracing: Tracing | None = None
         self.tracer: ServerSpans | None = None
         if obs.trace_export.enabled:

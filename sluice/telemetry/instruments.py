@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Histogram, Meter
+    from .histograms import HotHistogram, HotHistograms
 
 __all__ = ["COLD_START_BOUNDS", "INVOCATION_DURATION_BOUNDS", "QUEUE_WAIT_BOUNDS", "queue_wait_histogram"]
 
@@ -23,11 +23,8 @@ COLD_START_BOUNDS = (
 )  # fmt: skip
 
 
-def queue_wait_histogram(meter: Meter, where: str) -> Histogram:
+def queue_wait_histogram(histograms: HotHistograms, where: str) -> HotHistogram:
     """`sluice.queue.wait` (s): the QP's breaker queue or the activator's throttler queue."""
-    return meter.create_histogram(
-        "sluice.queue.wait",
-        unit="s",
-        description=f"Time requests spent waiting in the {where} for an execution slot",
-        explicit_bucket_boundaries_advisory=QUEUE_WAIT_BOUNDS,
+    return histograms.histogram(
+        "sluice.queue.wait", "s", f"Time requests spent waiting in the {where} for an execution slot", QUEUE_WAIT_BOUNDS
     )

@@ -195,6 +195,10 @@ def test_targets_and_connections() -> None:
     ]
     assert pb.sluice_cc("sluice-cc10") == 10
     assert pb.sluice_cc("nginx") is None
+    assert pb.sluice_cc("sluice-cc0-metrics") == 0
+    assert pb.telemetry_config("sluice-cc10", 1) is None
+    assert '"protocol":"prometheus","endpoint":"127.0.0.1:9"' in (pb.telemetry_config("sluice-cc0-metrics", 9) or "")
+    assert '"samplingRate":0' in (pb.telemetry_config("sluice-cc0-trace0", 9) or "")
     for bad in ("haproxy", "sluice", "direct,direct", ""):
         with pytest.raises(ValueError):
             pb.parse_targets(bad)

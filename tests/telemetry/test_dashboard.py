@@ -21,7 +21,9 @@ from autoscaler.telemetry import AutoscalerTelemetry
 from proxy.config import QueueProxyConfig
 from proxy.observability import ObservabilityConfig as QueueProxyObservability
 from proxy.telemetry import QueueProxyTelemetry
+from sluice.http.server import Exchange, HttpServer, ServerConnection
 from sluice.telemetry.config import ExportSettings, ObservabilitySettings
+from sluice.telemetry.hooks import done_request
 from tests.activator.conftest import revision_body
 from tests.autoscaler.test_scaling import BASE, Clock, FakeMetrics
 from tests.support import qp_env
@@ -63,8 +65,11 @@ def exported_names() -> set[str]:
     obs = QueueProxyObservability.from_json('{"requestMetrics": {"protocol": "prometheus"}}')
     qp = QueueProxyTelemetry(cfg, obs, env, lambda: 1)
     assert qp.metrics is not None and qp.export is not None
+    ex = Exchange(ServerConnection(HttpServer(lambda ex: None)))
+    ex.method, ex.status = b"GET", 200
     qp.metrics.observe_invocation(200, 0.01)
     qp.metrics.observe_queue_wait(0.001)
+    qp.metrics.observe_http(ex, 200, 0.01, 0, 0.009, 200)
     names |= Scrape(qp.export.render().decode()).names()
 
     # Activator (§3.10), one revision, one request of each kind.
@@ -77,7 +82,7 @@ def exported_names() -> set[str]:
     assert act.metrics is not None and act.export is not None and entry is not None
     act.metrics.on_wait_done(entry, 0.5)
     act.metrics.on_cold_start(entry, 2.0)
-    act.metrics.on_request_done(entry, 200, 2.1)
+    act.metrics.on_request_done(entry, ex, "10.0.0.1:8012", done_request(0.0, 0.5, 2.0, 2.1, 200, None, True, "", 0))
     names |= Scrape(act.export.render().decode()).names()
 
     # Autoscaler (§4.7): a concurrency- and an RPS-scaled decider, each evaluated once.

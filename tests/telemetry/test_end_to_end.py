@@ -59,6 +59,16 @@ async def test_trace_and_metrics_through_activator_queue_proxy_and_app(
         (wait,) = prom.values("sluice_queue_wait_seconds_sum", **rev)
         assert 0.2 <= wait <= cold
         assert prom.values("http_server_request_duration_seconds_count", http_response_status_code="200", **rev) == [1]
+        assert prom.values("http_server_response_body_size_bytes_count", **rev) == [1]
+        # otelhttp's transport towards the pod: the time to its head, after the cold start's wait.
+        (client,) = [
+            labels for labels in prom.labels("http_client_request_duration_seconds_count")
+            if labels["kn_revision_name"] == REV
+        ]  # fmt: skip
+        assert client["server_address"] == "127.0.0.1" and client["server_port"] == str(qp.port)
+        assert client["http_response_status_code"] == "200" and client["http_request_method"] == "GET"
+        (upstream,) = prom.values("http_client_request_duration_seconds_sum", **rev)
+        assert 0 < upstream < cold
         assert prom.values("activator_request_count", revision_name=REV, response_code_class="2xx") == [1]
         assert prom.values("kn_revision_request_active", **rev) == [0]
         assert prom.values("kn_activator_stats_conn_reachable") == [1]
@@ -95,4 +105,3 @@ async def test_trace_and_metrics_through_activator_queue_proxy_and_app(
     assert spans["user.handle"].resource["service.name"] == "user-app"
     assert app_traceparent == f"00-{root.trace_id}-{proxy.span_id}-01"
     assert set(receiver.transports) == {"grpc", "http"}  # the activator over gRPC, the others over HTTP
-

@@ -34,9 +34,7 @@ async def test_otlp_metrics_names_units_attributes(make_qp: MakeQP, receiver: Ot
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     obs = {"requestMetrics": {"protocol": protocol, "endpoint": endpoint, "exportInterval": 200_000_000}}
     async with raw_upstream(_created) as port:
-        qp = await make_qp(
-            port, OBSERVABILITY_CONFIG=json.dumps(obs), CONTAINER_CONCURRENCY="2", SERVING_SERVICE="svc"
-        )
+        qp = await make_qp(port, OBSERVABILITY_CONFIG=json.dumps(obs), CONTAINER_CONCURRENCY="2", SERVING_SERVICE="svc")
         assert qp.user_metrics_server is None  # OTLP pushes; nothing listens on 9091
         for _ in range(3):
             assert (await http_request(qp.port, get("/"))).status == 201
@@ -61,6 +59,19 @@ async def test_otlp_metrics_names_units_attributes(make_qp: MakeQP, receiver: Ot
     assert (depth.kind, depth.unit) == ("gauge", "{request}")
     wait = receiver.metric("sluice.queue.wait")
     assert (wait.kind, wait.unit) == ("histogram", "s")
+    # otelhttp's server and client histograms (§2.10), as an OTLP receiver decodes them.
+    units = {"http.server.request.duration": "s", "http.server.request.body.size": "By",
+             "http.server.response.body.size": "By", "http.client.request.duration": "s",
+             "http.client.request.body.size": "By"}  # fmt: skip
+    for name, unit in units.items():
+        metric = receiver.metric(name)
+        assert (metric.kind, metric.unit) == ("histogram", unit), name
+        assert sum(p.count for _, p in metric.points) == 3, name
+    (server_attrs, response_size), *_ = receiver.metric("http.server.response.body.size").points
+    assert server_attrs["http.response.status_code"] == 201 and server_attrs["kn.route.tag"] == "DISABLED"
+    assert response_size.sum == 15  # three 5-byte bodies
+    (client_attrs, _), *_ = receiver.metric("http.client.request.duration").points
+    assert client_attrs["server.address"] == "127.0.0.1" and client_attrs["server.port"] == port
 
 
 async def test_prometheus_scrape_has_resource_and_legacy_names(make_qp: MakeQP) -> None:
@@ -78,6 +89,11 @@ async def test_prometheus_scrape_has_resource_and_legacy_names(make_qp: MakeQP) 
     (target,) = prom.labels("target_info")
     assert target["k8s_container_name"] == "queue-proxy" and target["kn_revision_name"]
     assert prom.values("kn_serving_invocation_duration_seconds_count", http_response_status_code="201") == [1]
+    # The runtime metrics (Go's in Knative, the process's and CPython's here), read at collection.
+    (rss,) = prom.values("process_memory_usage_bytes")
+    assert 5e6 < rss < 1e9
+    assert {labels["cpu_mode"] for labels in prom.labels("process_cpu_time_seconds_total")} == {"user", "system"}
+    assert len(prom.values("cpython_gc_collections_total")) == 3  # one per generation
     # The pre-1.19 names, with their labels and millisecond buckets.
     (labels,) = prom.labels("revision_app_request_count")
     assert labels["response_code"] == "201" and labels["response_code_class"] == "2xx"
@@ -171,6 +187,52 @@ def test_metrics_and_tracing_off_load_no_telemetry_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+async def test_otelhttp_histograms_attributes_and_sizes(make_qp: MakeQP) -> None:
+    """otelhttp's semantic-convention attributes, Knative's `kn.route.tag`, body sizes as read
+    and written (a chunked request body counted decoded), and the client side towards the app."""
+    metrics_port = free_port()
+    obs = {"requestMetrics": {"protocol": "prometheus", "endpoint": f"127.0.0.1:{metrics_port}"}}
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, headers, _ = await read_request_head(reader)
+            if headers.get("transfer-encoding") == "chunked":
+                await reader.readuntil(b"0\r\n\r\n")
+            else:
+                await reader.readexactly(int(headers.get("content-length", "0")))
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    async with raw_upstream(app) as port:
+        qp = await make_qp(port, OBSERVABILITY_CONFIG=json.dumps(obs))
+        tagged = (
+            b"POST /x HTTP/1.1\r\nHost: example.com:8080\r\nKnative-Serving-Tag: blue\r\n"
+            b"Content-Length: 11\r\n\r\nhello world"
+        )
+        chunked = (
+            b"PUT /y HTTP/1.1\r\nHost: example.com\r\nKnative-Serving-Default-Route: true\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        )
+        assert (await http_request(qp.port, tagged)).status == 201
+        assert (await http_request(qp.port, chunked)).status == 201
+        prom = await scrape(metrics_port)
+    by_tag = {labels["kn_route_tag"]: labels for labels in prom.labels("http_server_request_duration_seconds_count")}
+    assert set(by_tag) == {"blue", "DEFAULT"}
+    blue = by_tag["blue"]
+    assert blue["http_request_method"] == "POST" and blue["url_scheme"] == "http"
+    assert blue["server_address"] == "example.com" and blue["server_port"] == "8080"
+    assert blue["network_protocol_version"] == "1.1" and blue["http_response_status_code"] == "201"
+    assert by_tag["DEFAULT"].get("server_port", "") == ""  # a default port is left out (the exporter pads "")
+    assert prom.values("http_server_request_body_size_bytes_sum", kn_route_tag="blue") == [11]
+    assert prom.values("http_server_request_body_size_bytes_sum", kn_route_tag="DEFAULT") == [7]
+    assert prom.values("http_server_response_body_size_bytes_sum", kn_route_tag="blue") == [5]
+    (client,) = [labels for labels in prom.labels("http_client_request_duration_seconds_count")
+                 if labels["http_request_method"] == "PUT"]  # fmt: skip
+    assert client["server_address"] == "127.0.0.1" and client["server_port"] == str(port)
+    assert client["http_response_status_code"] == "201"
+    assert prom.values("http_client_request_body_size_bytes_sum", http_request_method="PUT") == [7]
 
 
 async def test_prometheus_series_carry_the_revision(make_qp: MakeQP) -> None:
