@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice.kube import Informer as SharedInformer
-from sluice.kube import ListCall, new_api_client, object_key, read_configmap
+from sluice.kube import ListCall, api_class, new_api_client, object_key, read_configmap
 
-__all__ = ["Handler", "Informer", "make_api_client", "object_key", "read_configmap"]
+__all__ = ["Handler", "Informer", "api_class", "make_api_client", "object_key", "read_configmap"]
 
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED" | "MODIFIED" | "DELETED", object)
 

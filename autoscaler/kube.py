@@ -22,10 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from sluice.kube import ApiException, ListCall, api_class, api_client_from_env
 from sluice.kube import Informer as SharedInformer
-from sluice.kube import ListCall, api_client_from_env
 from sluice.kube.rawjson import JSONObj, api_error, api_status, call, call_obj, is_conflict, is_not_found
 
 __all__ = [
@@ -241,14 +239,13 @@ class KnativeAPI:
     """The API calls the autoscaler makes, on raw JSON, over one kubernetes-asyncio ApiClient."""
 
     def __init__(self, api_client: Any) -> None:
-        from kubernetes_asyncio import client
-
+        # The API classes alone, not kubernetes_asyncio.client's 1,500 models (sluice.kube.modules).
         self.api_client = api_client
-        self.custom: Any = client.CustomObjectsApi(api_client)
-        self.apps: Any = client.AppsV1Api(api_client)
-        self.core: Any = client.CoreV1Api(api_client)
-        self.coordination: Any = client.CoordinationV1Api(api_client)
-        self.discovery: Any = client.DiscoveryV1Api(api_client)
+        self.custom: Any = api_class("custom_objects_api", "CustomObjectsApi")(api_client)
+        self.apps: Any = api_class("apps_v1_api", "AppsV1Api")(api_client)
+        self.core: Any = api_class("core_v1_api", "CoreV1Api")(api_client)
+        self.coordination: Any = api_class("coordination_v1_api", "CoordinationV1Api")(api_client)
+        self.discovery: Any = api_class("discovery_v1_api", "DiscoveryV1Api")(api_client)
 
     # ---- list functions for informers ----
 
