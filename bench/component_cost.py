@@ -20,6 +20,10 @@ Per start and component:
 the end of the idle period, the heaviest top-level packages (summed self time and count), and
 whether kubernetes_asyncio's generated models, aiohttp.web, yaml, OpenTelemetry were loaded.
 
+--tracemalloc: one more start under tracemalloc (which slows it and adds its own memory; only the
+breakdown counts): after the idle period, the Python allocations still held, summed per top-level
+package of the allocating file (stdlib and site-packages alike), the ten largest.
+
 --repo LABEL=PATH (repeatable; default this checkout): the components run from PATH (cwd first on
 sys.path), so an export of another commit (`git archive main | tar -x -C /tmp/main`) is measured in
 the same session with the same interpreter and the same API server. Runs alternate between repos.
@@ -139,6 +143,30 @@ def import_summary(text: str) -> str:
     )
 
 
+# Runs `-m <module>` under tracemalloc; SIGUSR2 writes the held allocations per package to $TM_OUT.
+TRACEMALLOC_WRAPPER = """
+import os, runpy, signal, sys, tracemalloc
+tracemalloc.start()
+def dump(*_):
+    per = {}
+    for stat in tracemalloc.take_snapshot().statistics("filename"):
+        path = stat.traceback[0].filename
+        parts = path.split("/site-packages/", 1)[-1].split("/")
+        top = parts[0] if "/site-packages/" in path or not path.startswith("/") else "stdlib:" + parts[-1]
+        if "/lib/python3" in path and "/site-packages/" not in path:
+            top = "stdlib:" + path.rsplit("/lib/python3", 1)[1].split("/", 2)[1].removesuffix(".py")
+        per[top] = per.get(top, 0) + stat.size
+    with open(os.environ["TM_OUT"], "w") as f:
+        total = sum(per.values())
+        f.write(f"traced {total / 1048576:.1f} MB: " + ", ".join(
+            f"{k} {v / 1048576:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:10]))
+signal.signal(signal.SIGUSR2, dump)
+module = sys.argv[1]
+sys.argv = [module]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
@@ -161,11 +189,19 @@ async def main_async(args: argparse.Namespace, repos: list[tuple[str, Path]], wo
     print(f"python={args.python} runs={args.runs} idle={args.idle_s:g}s load={loadavg()}", flush=True)
     results: dict[tuple[str, str], list[tuple[float, float, int, int]]] = defaultdict(list)
 
+    def tm_env(prefix: str, label: str) -> dict[str, str]:
+        return {"TM_OUT": str(work / f"{prefix}-{label}.tm")}
+
     async def start_both(cwd: Path, label: str, extra: list[str]) -> tuple[Component, Component]:
-        scaler = Component("autoscaler", [args.python, *extra, "-m", "autoscaler"], a_env, cwd, work / f"a-{label}.log")
+        def argv(module: str) -> list[str]:
+            if extra == ["tracemalloc"]:
+                return [args.python, "-c", TRACEMALLOC_WRAPPER, module]
+            return [args.python, *extra, "-m", module]
+
+        scaler = Component("autoscaler", argv("autoscaler"), a_env | tm_env("a", label), cwd, work / f"a-{label}.log")
         try:
             await scaler.wait_ready()
-            act = Component("activator", [args.python, *extra, "-m", "activator"], x_env, cwd, work / f"x-{label}.log")
+            act = Component("activator", argv("activator"), x_env | tm_env("x", label), cwd, work / f"x-{label}.log")
         except BaseException:
             scaler.stop()
             raise
@@ -205,6 +241,20 @@ async def main_async(args: argparse.Namespace, repos: list[tuple[str, Path]], wo
                 scaler.stop()
                 for comp in (scaler, act):
                     print(f"{comp.module:10s} {label:8s} {import_summary(comp.log.read_text(errors='replace'))}")
+        if args.tracemalloc:
+            for label, cwd in repos:
+                scaler, act = await start_both(cwd, f"{label}-tm", ["tracemalloc"])
+                await asyncio.sleep(args.idle_s)
+                for comp, prefix in ((scaler, "a"), (act, "x")):
+                    comp.proc.send_signal(signal.SIGUSR2)
+                    out = work / f"{prefix}-{label}-tm.tm"
+                    for _ in range(100):
+                        await asyncio.sleep(0.1)
+                        if out.exists() and out.stat().st_size:
+                            break
+                    print(f"{comp.module:10s} {label:8s} {out.read_text() if out.exists() else 'no dump'}", flush=True)
+                act.stop()
+                scaler.stop()
         print(f"load at end={loadavg()}")
     finally:
         await client.close()
@@ -219,6 +269,7 @@ def main() -> int:
     ap.add_argument("--repo", action="append", default=[], metavar="LABEL=PATH")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--modules", action="store_true")
+    ap.add_argument("--tracemalloc", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the compileall of each repo")
     args = ap.parse_args()
     args.repo = args.repo or [f"this={REPO}"]

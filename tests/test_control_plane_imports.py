@@ -5,7 +5,8 @@ Each component runs its Kubernetes start-up path in a fresh interpreter: the API
 kubeconfig, the ConfigMap reads, and one list of every informer, against a stand-in API server
 that answers every request with an empty list. Then sys.modules must hold none of
 kubernetes_asyncio's generated models, the API classes it does not call, the dynamic client
-(kubernetes_validate, jsonschema), and, with metrics and tracing off, no OpenTelemetry.
+(kubernetes_validate, jsonschema), h2 (only for HTTP/2 connections and revisions), and, with
+metrics and tracing off, no OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def test_control_plane_loads_no_generated_models(component: str, tmp_path: Path)
     heavy = [
         m
         for m in modules
-        if m.split(".")[0] in ("kubernetes_validate", "jsonschema", "opentelemetry")
+        if m.split(".")[0] in ("kubernetes_validate", "jsonschema", "opentelemetry", "h2", "hpack")
         or m.startswith(("kubernetes_asyncio.dynamic", "kubernetes_asyncio.stream", "kubernetes_asyncio.watch"))
     ]
     assert not heavy, f"{component} loads {heavy}"
