@@ -32,7 +32,7 @@ from sluice.wire import WireStatMessage
 from .backends import BackendManager, BackendSettings, PoolRegistry
 from .config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from .handler import WATCHED_HEADERS, ActivatorHandler
-from .kube import Informer, api_class, make_api_client, read_configmap
+from .kube import CoreV1, CustomObjects, Informer, make_api_client, read_configmap
 from .reporter import StatReporter
 from .revision import RevKey
 from .revisions import Revisions
@@ -175,9 +175,9 @@ class ActivatorProcess:
             self.backends.revision_changed(key)
 
     def _make_informers(self) -> list[Informer]:
-        # The two API classes alone, not kubernetes_asyncio.client's 1,500 models (sluice.kube.modules).
-        core = api_class("core_v1_api", "CoreV1Api")(self.api_client)
-        custom = api_class("custom_objects_api", "CustomObjectsApi")(self.api_client)
+        # The methods called, not kubernetes_asyncio's generated API modules (sluice.kube.rest).
+        core = CoreV1(self.api_client)
+        custom = CustomObjects(self.api_client)
 
         async def list_revisions(**kw: Any) -> Any:
             return await custom.list_cluster_custom_object(SERVING_GROUP, SERVING_VERSION, REVISIONS, **kw)

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice.kube import Informer as SharedInformer
-from sluice.kube import ListCall, api_class, new_api_client, object_key, read_configmap
+from sluice.kube import ListCall, new_api_client, object_key, read_configmap
+from sluice.kube.rest import CoreV1, CustomObjects
 
-__all__ = ["Handler", "Informer", "api_class", "make_api_client", "object_key", "read_configmap"]
+__all__ = ["CoreV1", "CustomObjects", "Handler", "Informer", "make_api_client", "object_key", "read_configmap"]
 
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED" | "MODIFIED" | "DELETED", object)
 

@@ -79,10 +79,11 @@ asyncio.run(with_api(KUBECONFIG, body))
 print(json.dumps(sorted(sys.modules)))
 """
 
-# kubernetes_asyncio's API classes each component calls; any other one means a package __init__ ran.
+# kubernetes_asyncio's generated API modules each component uses; any other one means a package
+# __init__ ran or a call bypassed sluice.kube.rest.
 _APIS = {
-    "activator": {"core_v1_api", "custom_objects_api"},
-    "autoscaler": {"core_v1_api", "custom_objects_api", "apps_v1_api", "coordination_v1_api", "discovery_v1_api"},
+    "activator": set(),  # sluice.kube.rest has its calls
+    "autoscaler": {"coordination_v1_api", "discovery_v1_api"},  # leases and the bucket EndpointSlices
 }
 
 

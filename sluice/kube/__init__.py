@@ -3,6 +3,8 @@
 - `informer`  `Informer`: list + watch of one resource into a cache of dicts, with handlers
 - `rawjson`   `call()` / `call_obj()` / `read_configmap()`: API calls on raw JSON
 - `client`    `new_api_client()` / `api_client_from_env()`: in-cluster or kubeconfig credentials
+- `rest`      `CoreV1`, `CustomObjects`, `AppsV1`: the generated API methods the components call,
+              without loading the generated modules
 
 - `modules`   `install()`: kubernetes_asyncio's packages without their `__init__` (no generated
               models); every module here imports kubernetes_asyncio's submodules alone
