@@ -186,6 +186,9 @@ async def main_async(args: argparse.Namespace, repos: list[tuple[str, Path]], wo
     a_env = keep | autoscaler_env(kubeconfig, AUTOSCALER_IP) | {"PYTHONDONTWRITEBYTECODE": "1"}
     a_env.pop("SLUICE_LEADER_ELECTION")  # the image elects leaders (Knative always does)
     x_env = keep | activator_env(kubeconfig, ACTIVATOR_IP, AUTOSCALER_IP) | {"PYTHONDONTWRITEBYTECODE": "1"}
+    extra = dict(kv.split("=", 1) for kv in args.extra_env)
+    a_env |= extra
+    x_env |= extra
     print(f"python={args.python} runs={args.runs} idle={args.idle_s:g}s load={loadavg()}", flush=True)
     results: dict[tuple[str, str], list[tuple[float, float, int, int]]] = defaultdict(list)
 
@@ -270,6 +273,7 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--modules", action="store_true")
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument("--extra-env", action="append", default=[], metavar="K=V", help="added to both components")
     ap.add_argument("--no-compile", action="store_true", help="skip the compileall of each repo")
     args = ap.parse_args()
     args.repo = args.repo or [f"this={REPO}"]
