@@ -32,7 +32,7 @@ from sluice.wire import WireStatMessage
 from .backends import BackendManager, BackendSettings, PoolRegistry
 from .config import ActivatorConfig, NetworkConfig, ObservabilityConfig
 from .handler import WATCHED_HEADERS, ActivatorHandler
-from .kube import Informer, make_api_client, read_configmap
+from .kube import CoreV1, CustomObjects, Informer, make_api_client, read_configmap
 from .reporter import StatReporter
 from .revision import RevKey
 from .revisions import Revisions
@@ -175,10 +175,9 @@ class ActivatorProcess:
             self.backends.revision_changed(key)
 
     def _make_informers(self) -> list[Informer]:
-        from kubernetes_asyncio import client
-
-        core = client.CoreV1Api(self.api_client)
-        custom = client.CustomObjectsApi(self.api_client)
+        # The methods called, not kubernetes_asyncio's generated API modules (sluice.kube.rest).
+        core = CoreV1(self.api_client)
+        custom = CustomObjects(self.api_client)
 
         async def list_revisions(**kw: Any) -> Any:
             return await custom.list_cluster_custom_object(SERVING_GROUP, SERVING_VERSION, REVISIONS, **kw)

@@ -11,8 +11,9 @@ from typing import Any
 
 from sluice.kube import Informer as SharedInformer
 from sluice.kube import ListCall, new_api_client, object_key, read_configmap
+from sluice.kube.rest import CoreV1, CustomObjects
 
-__all__ = ["Handler", "Informer", "make_api_client", "object_key", "read_configmap"]
+__all__ = ["CoreV1", "CustomObjects", "Handler", "Informer", "make_api_client", "object_key", "read_configmap"]
 
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED" | "MODIFIED" | "DELETED", object)
 

@@ -13,16 +13,15 @@ With `config-network` `system-internal-tls: Enabled`:
   `data-plane.knative.dev`, and the leaf must carry DNS SAN `kn-user-<namespace>`: a
   connection without it is closed and fails like a refused dial (502 / probe failure).
 
-The client side lives in pool subclasses (`TLSUpstreamPool`, `TLSH2UpstreamPool`) so the
-engine's pools need no TLS knowledge: they dial with `server_hostname` and check the SAN
-right after the handshake.
+The client side lives in pool subclasses (`TLSUpstreamPool`, and `TLSH2UpstreamPool` in
+`tls_h2.py`, which loads h2 only when a revision speaks HTTP/2) so the engine's pools need no
+TLS knowledge: they dial with `server_hostname` and check the SAN right after the handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import random
@@ -34,12 +33,10 @@ from typing import Any, TypeVar
 from sluice.http.client import (
     DialError,
     DialPolicy,
-    UpstreamClosed,
     UpstreamConnection,
     UpstreamPool,
     UpstreamSource,
 )
-from sluice.http.h2client import H2UpstreamConnection, H2UpstreamPool
 
 __all__ = [
     "CLUSTER_IP_TLS_PORT",
@@ -48,7 +45,6 @@ __all__ = [
     "SECRET_NAME",
     "TRUST_BUNDLE_LABEL",
     "PeerVerificationError",
-    "TLSH2UpstreamPool",
     "TLSMaterial",
     "TLSUpstreamPool",
     "parse_tls_version",
@@ -304,25 +300,6 @@ class TLSUpstreamPool(UpstreamPool):
 
     def _new_h2c_pool(self) -> UpstreamSource:
         """HTTP/2 requests: h2 over TLS (ALPN `h2`) with the same checks (§3.7 Protocol)."""
+        from .tls_h2 import TLSH2UpstreamPool  # h2 (1.4 MB) only for HTTP/2 revisions (issue 19)
+
         return TLSH2UpstreamPool(self.host, self.port, self.dial, self.material, self.namespace)
-
-
-class TLSH2UpstreamPool(H2UpstreamPool):
-    def __init__(self, host: str, port: int, dial: DialPolicy, material: TLSMaterial, namespace: str) -> None:
-        super().__init__(host, port, dial, ssl=material.client_h2)
-        self.material = material
-        self.namespace = namespace
-
-    async def _dial(self) -> H2UpstreamConnection:
-        transport, conn = await _dial_tls(
-            self.host, self.port, self.dial, lambda: H2UpstreamConnection(self), self.material.client_h2
-        )
-        problem = peer_san_problem(transport, self.namespace)
-        if problem is not None or self.closing:
-            with contextlib.suppress(Exception):
-                conn.close()
-            if problem is not None:
-                raise PeerVerificationError(problem)
-            raise UpstreamClosed("EOF")
-        self.conns.append(conn)
-        return conn

@@ -16,9 +16,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from sluice.config import ConfigError
+from sluice.kube import ApiException
 from sluice.logs import level_from_knative
 from sluice.wire import Stat
 

@@ -26,9 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from sluice.config import Reader
+from sluice.kube import ApiException
 
 from .bucket import BucketSet, bucket_names
 from .kube import KnativeAPI, call_obj, is_conflict, is_not_found

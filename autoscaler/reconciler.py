@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from sluice.config import Reader
+from sluice.kube import ApiException
 
 from .annotations import KPA, RevisionAnnotations
 from .collector import MetricCollector

@@ -26,19 +26,23 @@ async def new_api_client(kubeconfig: str | Path | None, context: str | None = No
     the in-cluster service account (KUBERNETES_SERVICE_HOST/PORT and the mounted token).
 
     Close it with `await client.close()`."""
-    from kubernetes_asyncio import client
-    from kubernetes_asyncio import config as _config
+    # The submodules alone (sluice.kube.modules): in a cluster the kubeconfig loader and yaml stay out.
+    from kubernetes_asyncio.client.api_client import ApiClient
+    from kubernetes_asyncio.config.config_exception import ConfigException
 
-    config: Any = _config  # partially typed upstream; we call two entry points
     if kubeconfig is None:
+        from kubernetes_asyncio.config.incluster_config import load_incluster_config
+
         try:
-            config.load_incluster_config()
-        except config.ConfigException as exc:
+            load_incluster_config()  # type: ignore[no-untyped-call]  # untyped upstream
+        except ConfigException as exc:
             raise NoClusterError(
                 f"no in-cluster configuration ({exc}) and no kubeconfig given (set SLUICE_KUBECONFIG or KUBECONFIG)"
             ) from None
-        return client.ApiClient()
-    return await config.new_client_from_config(config_file=_existing(kubeconfig), context=context)
+        return ApiClient()
+    from kubernetes_asyncio.config.kube_config import new_client_from_config
+
+    return await new_client_from_config(config_file=_existing(kubeconfig), context=context)
 
 
 def _existing(kubeconfig: str | Path) -> str:

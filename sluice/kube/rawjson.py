@@ -91,9 +91,9 @@ async def call_obj(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any)
 
 async def read_configmap(api_client: Any, namespace: str, name: str, timeout: float = 30.0) -> dict[str, str]:
     """A ConfigMap's data, {} if it does not exist (Knative then applies the defaults)."""
-    from kubernetes_asyncio import client
+    from .rest import CoreV1
 
-    core: Any = client.CoreV1Api(api_client)
+    core = CoreV1(api_client)
     try:
         cm = await call_obj(core.read_namespaced_config_map, name, namespace, _request_timeout=timeout)
     except Exception as exc:

@@ -22,7 +22,8 @@ import pytest
 from activator.__main__ import ActivatorProcess
 from activator.config import NetworkConfig
 from activator.probe import probe_queue_proxy
-from activator.tls import DATA_PLANE_NAME, SECRET_NAME, TRUST_BUNDLE_LABEL, TLSH2UpstreamPool, TLSUpstreamPool
+from activator.tls import DATA_PLANE_NAME, SECRET_NAME, TRUST_BUNDLE_LABEL, TLSUpstreamPool
+from activator.tls_h2 import TLSH2UpstreamPool
 from sluice.http.client import UpstreamPool
 from tests.h2.h2util import H2Client, UpstreamRequest, h2_upstream
 from tests.support import ROOT, QueueProxySubprocess, RawConnection, free_port, get, raw_upstream, read_request_head
