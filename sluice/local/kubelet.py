@@ -1,6 +1,8 @@
 """The process kubelet: runs each pod bound to the local node as two processes, the user's command
 and a queue-proxy (`python -m proxy`), on its own loopback address (CONTRACT.md §2.2).
 
+- Both are started by the zygote (zygote.py) when it runs: the queue-proxy forked from its
+  pre-imported copy, the user's command exec'd by it; without one, exec'd from here.
 - The pod's environment is resolved like Kubernetes does (values, downward-API fieldRefs,
   `$(VAR)` expansion in command/args). Two local adjustments: the user port is allocated per pod
   (a user process binding 0.0.0.0:$PORT would otherwise clash across pods), so `PORT`, the
