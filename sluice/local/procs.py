@@ -14,25 +14,51 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
-__all__ = ["AddressPool", "Child", "http_get", "port_busy", "proc_start_ticks", "signal_group", "spawn"]
+__all__ = [
+    "AddressPool",
+    "Child",
+    "http_get",
+    "port_busy",
+    "proc_start_ticks",
+    "set_parent_death_signal",
+    "signal_group",
+    "spawn",
+]
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup() -> None:  # runs in the forked child, before exec
-    os.setsid()
+def set_parent_death_signal() -> None:
+    """SIGKILL when the parent dies (Linux; elsewhere the group stop at shutdown is all)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _child_setup() -> None:  # runs in the forked child, before exec
+    os.setsid()
+    set_parent_death_signal()
+
+
+class Process(Protocol):
+    """What `Child` uses of a process: an asyncio subprocess, or a zygote's child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
 class Child:
     """A started process: `pid` is also its process-group id."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+    def __init__(self, name: str, proc: Process, log_path: Path) -> None:
         self.name = name
         self.proc = proc
         self.log_path = log_path
@@ -85,6 +111,7 @@ async def spawn(
     env: Mapping[str, str],
     log_path: Path,
     cwd: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Child:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out: IO[bytes] = log_path.open("ab")
@@ -97,6 +124,7 @@ async def spawn(
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_child_setup,
+            pass_fds=pass_fds,
         )
     finally:
         out.close()

@@ -203,6 +203,7 @@ class Supervisor:
             self.pool,
             KubeletOptions(log_dir=self.state.logs / "pods", drain_quiet_period=self.opts.drain_quiet_period),
         )
+        await self.kubelet.start_zygote()
         self.kubelet.start()
         self.api.pod_logs = self.kubelet  # the pod `log` subresource reads what the kubelet captures
         self.ingress = Ingress(self.caches, self.opts.domain)

@@ -4,6 +4,7 @@ the autoscaler would create is written by the test, as are the scale changes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -30,17 +31,25 @@ async def until(predicate: Callable[[], Any], timeout: float = 15) -> Any:
     raise AssertionError("timed out")
 
 
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "zygote", [False, pytest.param(True, marks=pytest.mark.skipif(sys.platform != "linux", reason="Linux only"))]
+)
 async def test_service_to_ready_pod_endpoints_and_drained_scale_down(
-    server: EmbeddedAPIServer, api: Any, tmp_path: Path
+    server: EmbeddedAPIServer, api: Any, tmp_path: Path, zygote: bool
 ) -> None:
     kube = Kube(api)
     caches = Caches(kube)
     await caches.start()
     pool = AddressPool(f"127.{random.randrange(100, 250)}")
     controller = Controller(caches, pool.system(2), "example.com")
-    kubelet = Kubelet(caches, pool, KubeletOptions(log_dir=tmp_path, drain_quiet_period=0.2))
+    kubelet = Kubelet(caches, pool, KubeletOptions(log_dir=tmp_path, drain_quiet_period=0.2, zygote=zygote))
     controller.start()
+    await kubelet.start_zygote()
     kubelet.start()
     try:
         await kube.create(
@@ -101,6 +110,11 @@ async def test_service_to_ready_pod_endpoints_and_drained_scale_down(
         assert private["metadata"]["labels"]["serving.knative.dev/revisionUID"] == rev["metadata"]["uid"]
         status, body = await http_get(ips[0], 8012, "/?sleep=1", {}, 5)
         assert status == 200 and b"web-00001" in body
+        # Both containers come from the zygote when there is one (the app exec'd by it), else
+        # from this process.
+        assert (kubelet.zygote is not None) is zygote
+        parent = kubelet.zygote.child.pid if kubelet.zygote is not None and kubelet.zygote.child else os.getpid()
+        assert sorted(parent_pid(pid) for _, pid in kubelet.child_pids()) == [parent, parent]
         public = caches.endpoints.get("default", "web-00001")
         assert public is not None and public["subsets"][0]["addresses"] == [{"ip": pool.system(2)}]
         sks = await until(lambda: (caches.sks.get("default", "web-00001") or {}).get("status", {}).get("serviceName"))

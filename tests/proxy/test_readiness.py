@@ -485,3 +485,39 @@ async def test_grpc_health_check(status: int | None, ready: bool) -> None:
 async def test_grpc_against_http1_server_fails(responder: Responder) -> None:
     probe = Probe(kind="grpc", host="127.0.0.1", port=responder.port, period_seconds=1, timeout_seconds=1)
     assert await ReadinessProber([probe]).check() is False
+
+
+async def test_start_up_polls_every_10_ms_until_first_ready_then_at_the_aggressive_interval(
+    responder: Responder,
+) -> None:
+    """Sluice's start-up window (docs/DIFFERENCES.md): before the app was first ready, within the
+    window, the poll runs at `startup_interval`; once it was ready, at Go's interval again."""
+    ready_at = time.monotonic() + 0.1
+    responder.status = lambda: 200 if time.monotonic() >= ready_at else 503
+    prober = ReadinessProber(
+        [http_probe(responder.port)],
+        aggressive_interval=0.25,
+        aggressive_deadline=0.6,
+        startup_interval=0.01,
+        startup_window=5.0,
+    )
+    assert await prober.check() is True
+    assert time.monotonic() - ready_at < 0.1  # a 250 ms poll would answer ~150 ms late
+    assert responder.connections >= 5
+    responder.status = 503
+    before = responder.connections
+    assert await prober.check() is False
+    assert responder.connections - before <= 3  # 0, 250, 500 ms: no longer every 10 ms
+
+
+async def test_start_up_window_ends_fast_polling_even_before_ready(responder: Responder) -> None:
+    responder.status = 503
+    prober = ReadinessProber(
+        [http_probe(responder.port)],
+        aggressive_interval=0.25,
+        aggressive_deadline=0.6,
+        startup_interval=0.01,
+        startup_window=0.0,
+    )
+    assert await prober.check() is False
+    assert responder.connections <= 3

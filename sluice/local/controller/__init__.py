@@ -1,6 +1,6 @@
 """`sluice local`'s mini-controller: Knative's serving controller (Service → Configuration →
 Revision → Deployment/PodAutoscaler, Route, SKS → Services/Endpoints) plus the Kubernetes
-controllers it relies on (deployment → pods, endpoints), one level-triggered loop over the caches.
+controllers it relies on (deployment → pods, endpoints), level-triggered loops over the caches.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from .caches import Caches
 from .events import EventRecorder
@@ -22,7 +23,7 @@ log = logging.getLogger("sluice.local.controller")
 
 
 class Controller:
-    """Runs a reconcile pass after each cache change (debounced) and every `resync` seconds."""
+    """Runs reconcile passes after each cache change (debounced) and every `resync` seconds."""
 
     def __init__(
         self,
@@ -43,35 +44,53 @@ class Controller:
         self.debounce = debounce
         self.resync = resync
         self.passes = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        caches.subscribe(self._wake.set)
+        # Two loops over the same caches: pods and endpoints (the cold start's path) and the
+        # Knative objects. One pass over everything took 20-120 ms with a few services busy, and a
+        # new pod's Endpoints waited for the rest of a pass already running (issue 19). They
+        # write disjoint objects (serving: Knative kinds and Deployment specs; workloads:
+        # Pods and Deployment status; network: Services, Endpoints, SKS status).
+        self._wakes = (asyncio.Event(), asyncio.Event())
+        self._tasks: list[asyncio.Task[None]] = []
+        for wake in self._wakes:
+            caches.subscribe(wake.set)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="controller")
+        loop = asyncio.get_running_loop()
+        fast, slow = self._wakes
+        self._tasks = [
+            loop.create_task(self._run(fast, self._reconcile_pods), name="controller-pods"),
+            loop.create_task(self._run(slow, self._reconcile_serving), name="controller"),
+        ]
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def reconcile_once(self) -> None:
-        self.passes += 1
-        # Pods and endpoints first: scale changes and readiness are on the cold-start path.
+    async def _reconcile_pods(self) -> None:
         await self.workloads.reconcile()
         await self.network.reconcile()
+
+    async def _reconcile_serving(self) -> None:
+        self.passes += 1
         await self.serving.reconcile()
 
-    async def _run(self) -> None:
+    async def reconcile_once(self) -> None:
+        # Pods and endpoints first: scale changes and readiness are on the cold-start path.
+        await self._reconcile_pods()
+        await self._reconcile_serving()
+
+    async def _run(self, wake: asyncio.Event, reconcile: Callable[[], Awaitable[None]]) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.resync)
+                await asyncio.wait_for(wake.wait(), self.resync)
             await asyncio.sleep(self.debounce)
-            self._wake.clear()
+            wake.clear()
             try:
-                await self.reconcile_once()
+                await reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception:
