@@ -144,11 +144,16 @@ def test_tags_by_path_and_kn_views(local: Local, tmp_path: Path) -> None:
     status = cli(local.home, "status").stdout
     assert f"tag v1 → {name}-one" in status and f"curl http://127.0.0.1:{local.port}/v2-{name}/" in status
 
-    listing = cli(local.home, "service", "list").stdout.splitlines()
-    assert listing[0].split() == ["NAME", "URL", "LATEST", "AGE", "CONDITIONS", "READY", "REASON"]
-    row = next(line.split() for line in listing if line.startswith(name + " "))
+    def service_row() -> list[str]:
+        listing = cli(local.home, "service", "list").stdout.splitlines()
+        assert listing[0].split() == ["NAME", "URL", "LATEST", "AGE", "CONDITIONS", "READY", "REASON"]
+        return next(line.split() for line in listing if line.startswith(name + " "))
+
+    # The ingress routes as soon as the pods are ready; the Service's conditions follow with the
+    # controller's next pass over the Knative objects (as in Knative, where kn shows it briefly).
+    local.wait_for("service Ready", lambda: service_row()[4:] == ["3", "OK", "/", "3", "True"], 30)
+    row = service_row()
     assert row[1:3] == [f"http://{name}.default.127.0.0.1.sslip.io:{local.port}", f"{name}-two"]
-    assert row[4:] == ["3", "OK", "/", "3", "True"], row
 
     desc = cli(local.home, "service", "describe", name).stdout
     assert f" 50%  {name}-one #v1" in desc and f" 50%  @latest ({name}-two) #v2" in desc, desc
