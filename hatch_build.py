@@ -45,6 +45,8 @@ NATIVE_MODULES = (
     "sluice/http/server.py",
     "sluice/http/client.py",
     "sluice/http/forward.py",
+    "sluice/http/h2hpack.py",
+    "sluice/http/h2conn.py",
     "proxy/handler.py",
     "proxy/stats.py",
     "activator/handler.py",

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from sluice.http.h2client import H2StreamReset, request_fields
-from sluice.http.h2server import PREFACE, _from_preface, parse_header_block
+from sluice.http.h2conn import PREFACE
+from sluice.http.h2server import _from_preface, parse_header_block
 from tests.support import ROOT
 
 FRAMES = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
