@@ -47,6 +47,8 @@ NATIVE_MODULES = (
     "sluice/http/forward.py",
     "sluice/http/h2hpack.py",
     "sluice/http/h2conn.py",
+    "sluice/http/h2server.py",
+    "sluice/http/h2client.py",
     "proxy/handler.py",
     "proxy/stats.py",
     "activator/handler.py",

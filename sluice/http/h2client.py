@@ -40,6 +40,7 @@ from .h2conn import (
     H2Error,
 )
 from .headers import HOP_BY_HOP, reason_phrase
+from .outbox import OutboxWriter
 
 __all__ = ["H2ResponseHead", "H2StreamReset", "H2UpstreamConnection", "H2UpstreamPool", "H2UpstreamStream"]
 
@@ -82,7 +83,25 @@ class H2ResponseHead:
 
 def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 request head (forward.build_request_head) as HTTP/2 fields: pseudo-headers
-    from the request line and Host, lower-cased names, connection-specific fields dropped."""
+    from the request line and Host, lower-cased names, connection-specific fields dropped.
+    The result is shared (cached): callers must not change it."""
+    cached = _fields_cache.get(head)
+    if cached is not None:
+        return cached
+    fields = _request_fields(head)
+    # The relayed heads of one client repeat (a gRPC client calling one method): a small
+    # cache saves the parse. Bounded; cleared when full.
+    if len(head) <= 1024:
+        if len(_fields_cache) >= 256:
+            _fields_cache.clear()
+        _fields_cache[head] = fields
+    return fields
+
+
+_fields_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+
+def _request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     lines = head.split(b"\r\n")
     method, _, rest = lines[0].partition(b" ")
     target = rest.rpartition(b" ")[0]
@@ -213,7 +232,9 @@ class H2UpstreamStream:
         if self.closed or not self.stream_id:
             return
         self._end_pending = True
-        self.conn.schedule_pump(self)
+        # The request is complete: it leaves now (through the loop's outbox, which coalesces
+        # the writes of a busy iteration), not one loop iteration later.
+        self.conn.pump_now(self)
 
     def close(self) -> None:
         """Cancels the exchange (client gone, timeout): RST_STREAM CANCEL, the connection stays."""
@@ -347,11 +368,12 @@ class H2UpstreamStream:
             sink.resume_request_body()
 
 
-class H2UpstreamConnection(asyncio.Protocol):
+class H2UpstreamConnection(OutboxWriter, asyncio.Protocol):
     """One prior-knowledge h2c connection to the upstream, multiplexing streams. The protocol
     core (h2conn.H2Core) reports frames through the `h2_*` methods."""
 
     def __init__(self, pool: H2UpstreamPool) -> None:
+        OutboxWriter.__init__(self)
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         # The fields we send are built here (lower-cased names, no connection-specific ones);
@@ -379,6 +401,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._attach_outbox()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -526,8 +549,8 @@ class H2UpstreamConnection(asyncio.Protocol):
             for stream in streams:
                 stream._pump()
         data = self.core.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        if data:
+            self.write(data)
 
     def schedule_flush(self) -> None:
         """The frames of one loop turn (HEADERS, DATA, END_STREAM of a unary call) leave in one write."""
@@ -539,17 +562,24 @@ class H2UpstreamConnection(asyncio.Protocol):
             self._to_pump.append(stream)
         self.schedule_flush()
 
+    def pump_now(self, stream: H2UpstreamStream) -> None:
+        if not self._to_pump or self._to_pump[-1] is not stream:
+            self._to_pump.append(stream)
+        self.flush()
+
     def _scheduled_flush(self) -> None:
         self._flush_handle = None
         self.flush()
 
     def close(self) -> None:
         if not self.closed:
+            self.flush_out()
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # activator.tls.TLSH2UpstreamPool
 class H2UpstreamPool:
     """h2c connections to one host:port, shared by concurrent streams (an UpstreamPool stand-in)."""
 
