@@ -3,12 +3,14 @@
 DATA frame of a long-lived stream, and whether it ever holds one back.
 
 The upstream (an h2c server on the `h2` library, its own process) answers each request with a
-head and then one 8-byte DATA frame every `--interval` ms, each carrying the CLOCK_MONOTONIC time
-it was sent (shared by every process on the machine). The client (this process, also on `h2`)
-opens `--streams` concurrent streams on one connection and records, per frame, arrival − send.
-The same client runs against the upstream directly and through each proxy in one run, so the
-proxy's added delay is the difference of the two distributions (p50, p99, max). A frame held
-back until the next one (buffering) would show as a delay of a whole interval.
+head and then one 12-byte DATA frame every `--interval` ms, each carrying the CLOCK_MONOTONIC
+time it was sent (shared by every process on the machine) and its index. The client (this
+process, also on `h2`) opens `--streams` concurrent streams over one connection to the upstream
+directly and, at the same time, as many over one connection through the proxy, and records per
+frame arrival − send. Both paths run at once so that they see the same machine noise; the
+proxy's added delay is taken per frame pair (same stream number, same index: via the proxy −
+direct) and reported as p50/p99/max. A frame held back until the next one (buffering) would show
+as a whole interval of added delay, and as a DATA frame carrying two payloads ("merged").
 
 The proxy is pinned to CPU 0 (``taskset -c 0``), the upstream and the client to CPU 1.
 
@@ -29,6 +31,7 @@ import struct
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h2.config
@@ -67,7 +70,7 @@ class Server(asyncio.Protocol):
         start = time.monotonic()
         for i in range(COUNT):
             await asyncio.sleep(max(0.0, start + (i + 1) * INTERVAL - time.monotonic()))
-            self.c.send_data(sid, struct.pack(">Q", time.monotonic_ns()), end_stream=i == COUNT - 1)
+            self.c.send_data(sid, struct.pack(">QI", time.monotonic_ns(), i), end_stream=i == COUNT - 1)
             self.t.write(self.c.data_to_send())
 
 async def main(port):
@@ -79,10 +82,14 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
+_FRAME = struct.Struct(">QI")  # send time (ns), frame index
+
+
 class _Client(asyncio.Protocol):
     def __init__(self, streams: int) -> None:
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self.delays: list[float] = []  # ms
+        self.delays: dict[tuple[int, int], float] = {}  # (stream number, frame index) → ms
+        self.merged = 0  # DATA frames carrying more than one payload
         self.statuses: list[int] = []
         self.ended = 0
         self.streams = streams
@@ -103,8 +110,11 @@ class _Client(asyncio.Protocol):
         for event in self.conn.receive_data(data):
             if isinstance(event, h2.events.DataReceived):
                 payload = event.data or b""
-                for at in range(0, len(payload) - 7, 8):  # a buffered pair would arrive as one
-                    self.delays.append((now - struct.unpack_from(">Q", payload, at)[0]) / 1e6)
+                if len(payload) > _FRAME.size:
+                    self.merged += 1
+                for at in range(0, len(payload) - _FRAME.size + 1, _FRAME.size):
+                    sent, index = _FRAME.unpack_from(payload, at)
+                    self.delays[((event.stream_id or 1) // 2, index)] = (now - sent) / 1e6
                 self.conn.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id or 0)
             elif isinstance(event, h2.events.ResponseReceived):
                 self.statuses.append(int(dict(event.headers or [])[b":status"]))
@@ -124,16 +134,29 @@ class _Client(asyncio.Protocol):
             self.transport.write(data)
 
 
-async def _measure(port: int, streams: int, timeout: float) -> list[float]:
+async def _measure(ports: tuple[int, int], streams: int, timeout: float) -> tuple[_Client, _Client]:
+    """Streams to the upstream directly and through the proxy, at the same time."""
     loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(lambda: _Client(streams), LOOPBACK, port)
+    pairs = [await loop.create_connection(lambda: _Client(streams), LOOPBACK, port) for port in ports]
     try:
-        await asyncio.wait_for(client.done, timeout)
+        await asyncio.wait_for(asyncio.gather(*(client.done for _, client in pairs)), timeout)
     finally:
-        transport.close()
-    if any(status != 200 for status in client.statuses):
-        raise BenchError(f"statuses {client.statuses}")
-    return client.delays
+        for transport, _ in pairs:
+            transport.close()
+    for _, client in pairs:
+        if any(status != 200 for status in client.statuses):
+            raise BenchError(f"statuses {client.statuses}")
+    return pairs[0][1], pairs[1][1]
+
+
+@dataclass(slots=True)
+class Row:
+    target: str
+    streams: int
+    direct: list[float]
+    via: list[float]
+    added: list[float]  # per frame pair: via the proxy − direct
+    merged: int
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -157,7 +180,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--interval", type=float, default=10.0, help="ms between DATA frames")
     ap.add_argument("--streams", default="1,20")
-    ap.add_argument("--targets", default="direct,sluice")
+    ap.add_argument("--targets", default="sluice")
     ap.add_argument("--baseline", default=None, help="checkout whose proxy runs as target sluice-base")
     ap.add_argument("--python", default=str(REPO / ".venv/bin/python"))
     ap.add_argument("--out", default=None)
@@ -174,7 +197,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="h2stream-bench-"))
     procs = Processes(workdir)
     load_before = os.getloadavg()
-    rows: list[tuple[str, int, list[float]]] = []
+    rows: list[Row] = []
     try:
         with terminate_on_signals():
             upstream_port = free_port()
@@ -184,10 +207,7 @@ def main() -> int:
             procs.spawn("upstream", argv)
             _wait_for_port(upstream_port)
             for target in targets:
-                proc = None
-                if target == "direct":
-                    port = upstream_port
-                elif target in ("sluice", "sluice-base"):
+                if target in ("sluice", "sluice-base"):
                     ports = free_ports(4)
                     port = ports[0]
                     cwd = REPO if target == "sluice" else Path(args.baseline).resolve()
@@ -197,17 +217,21 @@ def main() -> int:
                 else:
                     raise BenchError(f"unknown target {target!r}")
                 for streams in (int(s) for s in args.streams.split(",")):
-                    delays = asyncio.run(_measure(port, streams, args.seconds + 30))
-                    if len(delays) != streams * count:
-                        raise BenchError(f"{target}: {len(delays)} frames, expected {streams * count}")
-                    rows.append((target, streams, delays))
+                    direct, via = asyncio.run(_measure((upstream_port, port), streams, args.seconds + 30))
+                    for client in (direct, via):
+                        if len(client.delays) != streams * count:
+                            raise BenchError(f"{target}: {len(client.delays)} frames, expected {streams * count}")
+                    added = [via.delays[key] - direct.delays[key] for key in via.delays]
+                    row = Row(
+                        target, streams, list(direct.delays.values()), list(via.delays.values()), added, via.merged
+                    )
+                    rows.append(row)
                     print(
-                        f"{target:11} streams={streams:<3} p50={_pct(delays, 0.5):.3f} ms "
-                        f"p99={_pct(delays, 0.99):.3f} ms max={max(delays):.3f} ms",
+                        f"{target:11} streams={streams:<3} added p50={_pct(added, 0.5):.3f} ms "
+                        f"p99={_pct(added, 0.99):.3f} ms max={max(added):.3f} ms merged={via.merged}",
                         flush=True,
                     )
-                if proc is not None:
-                    procs.stop(proc)
+                procs.stop(proc)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -224,7 +248,7 @@ def main() -> int:
 
 
 def render(
-    rows: list[tuple[str, int, list[float]]],
+    rows: list[Row],
     args: argparse.Namespace,
     count: int,
     load_before: tuple[float, ...],
@@ -235,20 +259,18 @@ def render(
         "",
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} CPUs, "
         f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f}",
-        f"{count} DATA frames of 8 bytes per stream, one every {args.interval:g} ms; "
-        "proxy on CPU 0, upstream + client on CPU 1",
+        f"{count} DATA frames of 12 bytes per stream, one every {args.interval:g} ms; "
+        "proxy on CPU 0, upstream + client on CPU 1; direct and proxied streams at the same time",
         "",
-        "| target | streams | frames | p50 ms | p99 ms | max ms | added p50 ms | added p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | streams | frames | direct p50 / p99 ms | via proxy p50 / p99 ms "
+        "| added p50 ms | added p99 ms | added max ms | merged frames |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    direct = {streams: delays for target, streams, delays in rows if target == "direct"}
-    for target, streams, delays in rows:
-        base = direct.get(streams)
-        added50 = f"{_pct(delays, 0.5) - _pct(base, 0.5):.3f}" if base and target != "direct" else "-"
-        added99 = f"{_pct(delays, 0.99) - _pct(base, 0.99):.3f}" if base and target != "direct" else "-"
+    for r in rows:
         lines.append(
-            f"| {target} | {streams} | {len(delays)} | {_pct(delays, 0.5):.3f} | {_pct(delays, 0.99):.3f} "
-            f"| {max(delays):.3f} | {added50} | {added99} |"
+            f"| {r.target} | {r.streams} | {len(r.via)} | {_pct(r.direct, 0.5):.3f} / {_pct(r.direct, 0.99):.3f} "
+            f"| {_pct(r.via, 0.5):.3f} / {_pct(r.via, 0.99):.3f} | {_pct(r.added, 0.5):.3f} "
+            f"| {_pct(r.added, 0.99):.3f} | {max(r.added):.3f} | {r.merged} |"
         )
     lines += ["", "Command: `python bench/h2_stream_bench.py " + " ".join(sys.argv[1:]) + "`", ""]
     return "\n".join(lines)

@@ -668,7 +668,25 @@ def _build_huffman() -> tuple[list[int], list[bool]]:
 _HUFFMAN, _HUFFMAN_ACCEPT = _build_huffman()
 
 
+_huffman_cache: dict[bytes, bytes] = {}
+
+
 def huffman_decode(data: bytes) -> bytes:
+    """§5.2 with Appendix B's code. Short strings are cached: peers that never index
+    (nginx's responses) send the same Huffman-coded `server`, `content-type` and `date`
+    values on every response. Bounded; cleared when full."""
+    cached = _huffman_cache.get(data)
+    if cached is not None:
+        return cached
+    out = _huffman_decode(data)
+    if len(data) <= 64:
+        if len(_huffman_cache) >= 512:
+            _huffman_cache.clear()
+        _huffman_cache[data] = out
+    return out
+
+
+def _huffman_decode(data: bytes) -> bytes:
     table = _HUFFMAN
     out = bytearray()
     state = 0
