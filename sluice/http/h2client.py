@@ -147,7 +147,10 @@ def _response_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, H2ResponseH
             continue
         if name == b"date":
             has_date = True
-        parts += (name, b": ", value, b"\r\n")
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
     return status, H2ResponseHead(b"".join(parts), length, has_date)
 
 

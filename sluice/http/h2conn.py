@@ -96,8 +96,14 @@ _PRIORITY_DEP = struct.Struct(">I")
 
 # Request fields never valid in HTTP/2 (§8.2.2); `te` is allowed with `trailers` only.
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
-_RESPONSE_PSEUDO = frozenset({b":status"})
+_METHOD, _SCHEME, _AUTHORITY, _PATH, _PROTOCOL = 1, 2, 4, 8, 16
+_PSEUDO_BITS = {
+    b":method": _METHOD,
+    b":scheme": _SCHEME,
+    b":authority": _AUTHORITY,
+    b":path": _PATH,
+    b":protocol": _PROTOCOL,
+}
 
 
 class H2Error(Exception):
@@ -626,33 +632,39 @@ def _valid_request(fields: list[tuple[bytes, bytes]]) -> bool:
     """§8.3.1 and §8.2: pseudo-headers first, known, not repeated; :method, :scheme and :path
     present (CONNECT: :authority, no :scheme/:path); lower-case names; no connection-specific
     field; `te` only `trailers`."""
-    seen: set[bytes] = set()
+    seen = 0  # a bit per pseudo-header
+    method = b""
     regular = False
     for name, value in fields:
         if name[:1] == b":":
-            if regular or name not in _REQUEST_PSEUDO or name in seen:
+            bit = _PSEUDO_BITS.get(name, 0)
+            if regular or not bit or seen & bit:
                 return False
-            seen.add(name)
+            seen |= bit
+            if bit == _METHOD:
+                method = value
             continue
         regular = True
         if not name or name.lower() != name or name in _CONNECTION_SPECIFIC:
             return False
         if name == b"te" and value.lower() != b"trailers":
             return False
-    if b":method" not in seen:
+    if not seen & _METHOD:
         return False
-    method = next(value for name, value in fields if name == b":method")
-    if method == b"CONNECT" and b":protocol" not in seen:
-        return b":authority" in seen and b":scheme" not in seen and b":path" not in seen
-    return b":scheme" in seen and b":path" in seen
+    if method == b"CONNECT" and not seen & _PROTOCOL:
+        return seen & (_AUTHORITY | _SCHEME | _PATH) == _AUTHORITY
+    return seen & (_SCHEME | _PATH) == _SCHEME | _PATH
 
 
 def _valid_response(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Only `:status`, once, before the regular fields (§8.3.2)."""
     regular = False
+    statuses = 0
     for name, _value in fields:
         if name[:1] == b":":
-            if regular or name not in _RESPONSE_PSEUDO:
+            if regular or name != b":status":
                 return False
+            statuses += 1
         else:
             regular = True
-    return sum(1 for name, _ in fields if name == b":status") == 1
+    return statuses == 1

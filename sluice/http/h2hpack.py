@@ -708,18 +708,22 @@ def _huffman_decode(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _encode_int(out: bytearray, first: int, prefix_bits: int, value: int) -> None:
+# Every one-byte string, so that the common short integers (§5.1) cost no allocation.
+_BYTES: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(256))
+
+
+def _encode_int(first: int, prefix_bits: int, value: int) -> bytes:
     """§5.1: `first` holds the bits above the prefix."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
-        out.append(first | value)
-        return
-    out.append(first | limit)
+        return _BYTES[first | value]
+    out = bytearray((first | limit,))
     value -= limit
     while value >= 128:
         out.append((value & 127) | 128)
         value >>= 7
     out.append(value)
+    return bytes(out)
 
 
 class Decoder:
@@ -874,21 +878,21 @@ class Encoder:
                 del self._names[field[0]]
 
     def encode(self, fields: list[tuple[bytes, bytes]]) -> bytes:
-        out = bytearray()
+        parts: list[bytes] = []  # joined once: cheaper in compiled code than a bytearray
         if self._pending_resize >= 0:
             if self._pending_resize != self.max_table_size:
-                _encode_int(out, 0x20, 5, self._pending_resize)  # the minimum first (§4.2)
-            _encode_int(out, 0x20, 5, self.max_table_size)
+                parts.append(_encode_int(0x20, 5, self._pending_resize))  # the minimum first (§4.2)
+            parts.append(_encode_int(0x20, 5, self.max_table_size))
             self._pending_resize = -1
         where = self._where
         for field in fields:
             index = _STATIC_FULL.get(field, 0)
             if index:
-                _encode_int(out, 0x80, 7, index)
+                parts.append(_encode_int(0x80, 7, index))
                 continue
             k = where.get(field, -1)
             if k >= 0:
-                _encode_int(out, 0x80, 7, _STATIC_LEN + self._inserted - k)
+                parts.append(_encode_int(0x80, 7, _STATIC_LEN + self._inserted - k))
                 continue
             name, value = field
             name_index = _STATIC_NAME.get(name, 0)
@@ -898,18 +902,18 @@ class Encoder:
                     name_index = _STATIC_LEN + self._inserted - k
             size = len(name) + len(value) + _ENTRY_OVERHEAD
             if name in _NEVER_INDEXED:
-                _encode_int(out, 0x10, 4, name_index)
+                parts.append(_encode_int(0x10, 4, name_index))
             elif size > self.max_table_size // 2:
-                _encode_int(out, 0x00, 4, name_index)
+                parts.append(_encode_int(0x00, 4, name_index))
             else:
-                _encode_int(out, 0x40, 6, name_index)
+                parts.append(_encode_int(0x40, 6, name_index))
                 self._insert(field, size)
             if not name_index:
-                _encode_int(out, 0, 7, len(name))
-                out += name
-            _encode_int(out, 0, 7, len(value))
-            out += value
-        return bytes(out)
+                parts.append(_encode_int(0, 7, len(name)))
+                parts.append(name)
+            parts.append(_encode_int(0, 7, len(value)))
+            parts.append(value)
+        return b"".join(parts)
 
     def _insert(self, field: tuple[bytes, bytes], size: int) -> None:
         self._evict(self.max_table_size - size)
