@@ -40,6 +40,7 @@ import h2.events
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from grpc_bench import write_report
 from proxy_bench import LOOPBACK, REPO, BenchError, Processes, free_port, free_ports, qp_env, terminate_on_signals
 
 UPSTREAM = """
@@ -237,13 +238,7 @@ def main() -> int:
         return 1
     finally:
         procs.stop_all()
-    report = render(rows, args, count, load_before, os.getloadavg())
-    print(report)
-    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    path = Path(args.out) if args.out else REPO / "bench/results" / f"h2stream-{stamp}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report)
-    print(f"written to {path}")
+    write_report(render(rows, args, count, load_before, os.getloadavg()), args.out, "h2stream")
     return 0
 
 

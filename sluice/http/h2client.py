@@ -39,6 +39,7 @@ from .h2conn import (
     H2Core,
     H2Error,
 )
+from .h2hpack import memo_put
 from .headers import HOP_BY_HOP, reason_phrase
 from .outbox import OutboxWriter
 
@@ -89,12 +90,8 @@ def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     if cached is not None:
         return cached
     fields = _request_fields(head)
-    # The relayed heads of one client repeat (a gRPC client calling one method): a small
-    # cache saves the parse. Bounded; cleared when full.
-    if len(head) <= 1024:
-        if len(_fields_cache) >= 256:
-            _fields_cache.clear()
-        _fields_cache[head] = fields
+    # The relayed heads of one client repeat (a gRPC client calling one method).
+    memo_put(_fields_cache, head, fields, 1024, 256)
     return fields
 
 

@@ -14,7 +14,21 @@ bytes on loopback) and never indexes credentials (§7.1.3): `authorization`,
 
 from __future__ import annotations
 
-__all__ = ["Decoder", "Encoder", "HPACKError", "huffman_decode"]
+from typing import TypeVar
+
+__all__ = ["Decoder", "Encoder", "HPACKError", "huffman_decode", "memo_put"]
+
+T = TypeVar("T")
+
+
+def memo_put(memo: dict[bytes, T], key: bytes, value: T, max_key: int, max_entries: int) -> None:
+    """Remembers `value` for a short `key` in a bounded memo, cleared when full: the HTTP/2
+    path's parse caches, for inputs that repeat call after call (the same relayed heads, the
+    same Huffman-coded values)."""
+    if len(key) <= max_key:
+        if len(memo) >= max_entries:
+            memo.clear()
+        memo[key] = value
 
 
 class HPACKError(Exception):
@@ -679,10 +693,7 @@ def huffman_decode(data: bytes) -> bytes:
     if cached is not None:
         return cached
     out = _huffman_decode(data)
-    if len(data) <= 64:
-        if len(_huffman_cache) >= 512:
-            _huffman_cache.clear()
-        _huffman_cache[data] = out
+    memo_put(_huffman_cache, data, out, 64, 512)
     return out
 
 

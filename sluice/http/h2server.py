@@ -53,6 +53,7 @@ from .h2conn import (
 from .h2conn import (
     MAX_HEADER_LIST_SIZE as SETTINGS_MAX_HEADER_LIST_SIZE,
 )
+from .h2hpack import memo_put
 from .h2limits import (
     CONTROL_BURST,
     CONTROL_RATE,
@@ -117,12 +118,8 @@ def parse_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
         if name in _CONNECTION_SPECIFIC:
             continue
         out.append((name, line[colon + 1 :].strip()))
-    # Upstream response heads repeat (gRPC: the same content-type line every time): a small
-    # cache saves the parse on the relay path. Bounded; cleared when full.
-    if len(block) <= 512:
-        if len(_block_cache) >= 256:
-            _block_cache.clear()
-        _block_cache[block] = out
+    # Upstream response heads repeat (gRPC: the same content-type line every time).
+    memo_put(_block_cache, block, out, 512, 256)
     return out
 
 
