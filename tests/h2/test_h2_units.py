@@ -67,3 +67,14 @@ def test_the_http1_path_does_not_load_h2() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_http2_path_does_not_load_the_h2_libraries() -> None:
+    # h2conn/h2hpack replaced h2, hpack and hyperframe on the proxy path (they stay for tests
+    # and for the readiness probe's gRPC health check).
+    code = (
+        "import sys, proxy.__main__, sluice.http.h2server, sluice.http.h2client;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('h2', 'hpack', 'hyperframe')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
