@@ -26,15 +26,22 @@ import socket
 from collections import deque
 from typing import Any, cast
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-
+from ..native import mypyc_attr
 from .client import DialPolicy, H2ResponseSink, UpstreamClosed
+from .h2conn import (
+    CANCEL,
+    ENABLE_PUSH,
+    ERROR_NAMES,
+    INITIAL_WINDOW_SIZE,
+    INTERNAL_ERROR,
+    MAX_HEADER_LIST_SIZE,
+    H2ConnectionError,
+    H2Core,
+    H2Error,
+)
+from .h2hpack import memo_put
 from .headers import HOP_BY_HOP, reason_phrase
+from .outbox import OutboxWriter
 
 __all__ = ["H2ResponseHead", "H2StreamReset", "H2UpstreamConnection", "H2UpstreamPool", "H2UpstreamStream"]
 
@@ -49,35 +56,15 @@ _OUT_HIGH_WATER = 64 * 1024
 
 # Request fields not valid in HTTP/2 (RFC 9113 §8.2.2); `te: trailers` is kept (gRPC needs it).
 _CONNECTION_SPECIFIC = HOP_BY_HOP | {b"http2-settings"}
+_SETTINGS = {ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: STREAM_WINDOW, MAX_HEADER_LIST_SIZE: 1 << 20}
 
 
-class _Silent:
-    """hpack logs every field it codes at DEBUG; even filtered out, those calls were ~4% of a
-    relayed gRPC call. Its module loggers are replaced by this no-op (only hpack's own)."""
-
-    def debug(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-def quiet_hpack() -> None:
-    import hpack.hpack
-    import hpack.table
-
-    hpack.hpack.log = _Silent()  # type: ignore[assignment]
-    hpack.table.log = _Silent()  # type: ignore[assignment]
-
-
-quiet_hpack()
-
-
+@mypyc_attr(native_class=False)  # compiled classes cannot subclass ConnectionError
 class H2StreamReset(ConnectionError):
     """The upstream reset the stream; the text is Go's (it becomes the 502 body, §2.6)."""
 
     def __init__(self, stream_id: int, code: int) -> None:
-        try:
-            name = ErrorCodes(code).name
-        except ValueError:
-            name = f"unknown error code 0x{code:x}"
+        name = ERROR_NAMES[code] if 0 <= code < len(ERROR_NAMES) else f"unknown error code 0x{code:x}"
         super().__init__(f"stream error: stream ID {stream_id}; {name}; received from peer")
         self.code = code
 
@@ -97,7 +84,21 @@ class H2ResponseHead:
 
 def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 request head (forward.build_request_head) as HTTP/2 fields: pseudo-headers
-    from the request line and Host, lower-cased names, connection-specific fields dropped."""
+    from the request line and Host, lower-cased names, connection-specific fields dropped.
+    The result is shared (cached): callers must not change it."""
+    cached = _fields_cache.get(head)
+    if cached is not None:
+        return cached
+    fields = _request_fields(head)
+    # The relayed heads of one client repeat (a gRPC client calling one method).
+    memo_put(_fields_cache, head, fields, 1024, 256)
+    return fields
+
+
+_fields_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+
+def _request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     lines = head.split(b"\r\n")
     method, _, rest = lines[0].partition(b" ")
     target = rest.rpartition(b" ")[0]
@@ -143,7 +144,10 @@ def _response_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, H2ResponseH
             continue
         if name == b"date":
             has_date = True
-        parts += (name, b": ", value, b"\r\n")
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
     return status, H2ResponseHead(b"".join(parts), length, has_date)
 
 
@@ -199,10 +203,10 @@ class H2UpstreamStream:
         conn = self.conn
         try:
             if conn.closed:
-                raise h2.exceptions.ProtocolError("EOF")
-            sid = conn.h2.get_next_available_stream_id()
-            conn.h2.send_headers(sid, request_fields(head), end_stream=not has_body)
-        except (h2.exceptions.H2Error, ValueError) as exc:
+                raise H2Error("EOF")
+            sid = conn.core.next_stream_id()
+            conn.core.send_headers(sid, request_fields(head), end_stream=not has_body)
+        except (H2Error, ValueError) as exc:
             # Reported on the next loop turn: the Forwarder is still attaching this stream.
             asyncio.get_running_loop().call_soon(self._fail, UpstreamClosed(str(exc) or "EOF"))
             return
@@ -228,7 +232,9 @@ class H2UpstreamStream:
         if self.closed or not self.stream_id:
             return
         self._end_pending = True
-        self.conn.schedule_pump(self)
+        # The request is complete: it leaves now (through the loop's outbox, which coalesces
+        # the writes of a busy iteration), not one loop iteration later.
+        self.conn.pump_now(self)
 
     def close(self) -> None:
         """Cancels the exchange (client gone, timeout): RST_STREAM CANCEL, the connection stays."""
@@ -239,7 +245,7 @@ class H2UpstreamStream:
         conn = self.conn
         if self.stream_id and not self.ended:
             conn.streams.pop(self.stream_id, None)
-            conn.reset(self.stream_id, ErrorCodes.CANCEL)
+            conn.reset(self.stream_id, CANCEL)
         self._release()
 
     # Producer: the downstream client is slow → stop acknowledging response DATA.
@@ -287,7 +293,7 @@ class H2UpstreamStream:
         conn.streams.pop(self.stream_id, None)
         if not self.request_sent and not self.closed:
             # The response is complete before the request body: stop sending it.
-            conn.reset(self.stream_id, ErrorCodes.CANCEL)
+            conn.reset(self.stream_id, CANCEL)
         self.closed = True
         self.out.clear()
         self._release()
@@ -316,35 +322,35 @@ class H2UpstreamStream:
         if self.closed:
             return
         conn = self.conn
-        h2c = conn.h2
+        core = conn.core
         sid = self.stream_id
         out = self.out
         try:
             while out:
-                window = h2c.local_flow_control_window(sid)
+                window = core.window(sid)
                 if window <= 0:
                     break
-                size = min(window, h2c.max_outbound_frame_size)
+                size = min(window, core.max_outbound_frame_size)
                 chunk = out[0]
                 if len(chunk) <= size:
                     out.popleft()
                     self._out_bytes -= len(chunk)
                     last = not out and self._end_pending
-                    h2c.send_data(sid, chunk, end_stream=last)
+                    core.send_data(sid, chunk, end_stream=last)
                     if last:
                         self._end_pending = False
                         self.request_sent = True
                 else:
                     out[0] = chunk[size:]
                     self._out_bytes -= size
-                    h2c.send_data(sid, chunk[:size])
+                    core.send_data(sid, chunk[:size])
             if not out and self._end_pending:
                 self._end_pending = False
                 self.request_sent = True
-                h2c.end_stream(sid)
-        except h2.exceptions.H2Error as exc:
+                core.end_stream(sid)
+        except H2Error as exc:
             conn.streams.pop(sid, None)
-            conn.reset(sid, ErrorCodes.INTERNAL_ERROR)
+            conn.reset(sid, INTERNAL_ERROR)
             self._fail(UpstreamClosed(str(exc) or "EOF"))
             return
         self._update_body_pause()
@@ -362,61 +368,47 @@ class H2UpstreamStream:
             sink.resume_request_body()
 
 
-class H2UpstreamConnection(asyncio.Protocol):
-    """One prior-knowledge h2c connection to the upstream, multiplexing streams."""
+class H2UpstreamConnection(OutboxWriter, asyncio.Protocol):
+    """One prior-knowledge h2c connection to the upstream, multiplexing streams. The protocol
+    core (h2conn.H2Core) reports frames through the `h2_*` methods."""
 
     def __init__(self, pool: H2UpstreamPool) -> None:
+        OutboxWriter.__init__(self)
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            # The fields we send are built here (lower-cased names, no connection-specific
-            # ones): h2's per-field re-validation was a third of a relayed gRPC call's cost.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            # The app's response fields are re-read by h2server.parse_header_block (names
-            # lower-cased, connection-specific ones dropped) before they reach a client, and
-            # the client side of every relay validates what clients send.
-            validate_inbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
-            },
-        )
+        # The fields we send are built here (lower-cased names, no connection-specific ones);
+        # the app's response fields are re-read by h2server.parse_header_block before they
+        # reach a client.
+        self.core = H2Core(self, client=True, settings=_SETTINGS, connection_window=CONNECTION_WINDOW)
         self.streams: dict[int, H2UpstreamStream] = {}
         self.reserved = 0  # streams handed out and not finished (some may not have begun)
         self.closed = False
         self.goaway = False
-        self.settings_seen = False
         self.write_paused = False
         self._flush_handle: asyncio.Handle | None = None
         self._to_pump: list[H2UpstreamStream] = []
+        self._touched: list[H2UpstreamStream] = []  # streams with response bytes in this read
 
     @property
     def available(self) -> bool:
         if self.closed or self.goaway:
             return False
-        limit = self.h2.remote_settings.max_concurrent_streams if self.settings_seen else _INITIAL_MAX_STREAMS
+        core = self.core
+        limit = core.remote_max_concurrent_streams if core.settings_seen else _INITIAL_MAX_STREAMS
         return self.reserved < limit
 
     # ---- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._attach_outbox()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.core.initiate()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -430,70 +422,71 @@ class H2UpstreamConnection(asyncio.Protocol):
             stream._fail(exc or UpstreamClosed("EOF"))
 
     def data_received(self, data: bytes) -> None:
+        touched: list[H2UpstreamStream] = []
+        self._touched = touched
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            self.core.receive(data)  # reports each frame to the h2_* methods below
+        except H2ConnectionError as exc:
             self._connection_error(exc)
             return
-        streams = self.streams
-        touched: list[H2UpstreamStream] = []
-        for event in events:
-            kind = type(event)
-            if kind is h2.events.DataReceived:
-                ev_data = cast(h2.events.DataReceived, event)
-                sid = ev_data.stream_id or 0
-                stream = streams.get(sid)
-                if stream is None:
-                    self.ack(ev_data.flow_controlled_length or 0, sid)
-                    continue
-                stream._on_data(ev_data.data or b"", ev_data.flow_controlled_length or 0)
-                if not touched or touched[-1] is not stream:
-                    touched.append(stream)
-            elif kind is h2.events.ResponseReceived:
-                ev_resp = cast(h2.events.ResponseReceived, event)
-                stream = streams.get(ev_resp.stream_id or 0)
-                if stream is not None:
-                    stream._on_head(cast(list[tuple[bytes, bytes]], ev_resp.headers or []))
-                    touched.append(stream)
-            elif kind is h2.events.StreamEnded:
-                stream = streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
-                if stream is not None:
-                    stream._on_end()
-            elif kind is h2.events.TrailersReceived:
-                ev_tr = cast(h2.events.TrailersReceived, event)
-                stream = streams.get(ev_tr.stream_id or 0)
-                if stream is not None:
-                    stream._on_trailers(cast(list[tuple[bytes, bytes]], ev_tr.headers or []))
-            elif kind is h2.events.StreamReset:
-                ev_rst = cast(h2.events.StreamReset, event)
-                sid = ev_rst.stream_id or 0
-                stream = streams.get(sid)
-                if stream is not None:
-                    stream._fail(H2StreamReset(sid, int(ev_rst.error_code or 0)))
-            elif kind is h2.events.WindowUpdated:
-                sid = cast(h2.events.WindowUpdated, event).stream_id or 0
-                if sid:
-                    stream = streams.get(sid)
-                    if stream is not None:
-                        stream._pump()
-                else:
-                    self._pump_all()
-            elif kind is h2.events.InformationalResponseReceived:
-                ev_info = cast(h2.events.InformationalResponseReceived, event)
-                stream = streams.get(ev_info.stream_id or 0)
-                if stream is not None:
-                    stream._on_interim(cast(list[tuple[bytes, bytes]], ev_info.headers or []))
-            elif kind is h2.events.RemoteSettingsChanged:
-                self.settings_seen = True
-                self._pump_all()
-            elif kind is h2.events.ConnectionTerminated:
-                ev_go = cast(h2.events.ConnectionTerminated, event)
-                self._on_goaway(ev_go.last_stream_id or 0)
         self.flush()
         for stream in touched:
             sink = stream.sink
             if sink is not None:
                 sink.on_read_done()
+
+    # ---- frames, as H2Core reports them (h2conn.H2Events) -------------------
+
+    def h2_headers(self, stream_id: int, fields: list[tuple[bytes, bytes]], kind: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if kind == 0:
+            stream._on_head(fields)
+            self._touch(stream)
+        elif kind == 1:
+            stream._on_interim(fields)
+        else:
+            stream._on_trailers(fields)
+        if end_stream:
+            stream._on_end()
+
+    def h2_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.ack(flow_len, stream_id)
+            return
+        stream._on_data(data, flow_len)
+        self._touch(stream)
+        if end_stream:
+            stream._on_end()
+
+    def _touch(self, stream: H2UpstreamStream) -> None:
+        touched = self._touched
+        if not touched or touched[-1] is not stream:
+            touched.append(stream)
+
+    def h2_reset(self, stream_id: int, error_code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream._fail(H2StreamReset(stream_id, error_code))
+
+    def h2_window(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream._pump()
+        else:
+            self._pump_all()
+
+    def h2_settings(self) -> None:
+        self._pump_all()
+
+    def h2_ping(self) -> None:
+        return None  # the core queues the ACK
+
+    def h2_goaway(self, last_stream_id: int, error_code: int) -> None:
+        self._on_goaway(last_stream_id)
 
     def eof_received(self) -> bool | None:
         return None
@@ -522,12 +515,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         if not self.streams:
             self.close()
 
-    def _connection_error(self, exc: h2.exceptions.ProtocolError) -> None:
-        try:
-            self.h2.close_connection(error_code=exc.error_code)
-            self.flush()
-        except h2.exceptions.H2Error:
-            pass
+    def _connection_error(self, exc: H2ConnectionError) -> None:
+        self.core.goaway(exc.error_code)
+        self.flush()
         self.close()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
@@ -536,18 +526,12 @@ class H2UpstreamConnection(asyncio.Protocol):
     def ack(self, flow_len: int, sid: int) -> None:
         if flow_len <= 0 or self.closed:
             return
-        try:
-            self.h2.acknowledge_received_data(flow_len, sid)
-        except h2.exceptions.H2Error:
-            pass
+        self.core.ack(flow_len, sid)
 
-    def reset(self, sid: int, code: ErrorCodes) -> None:
+    def reset(self, sid: int, code: int) -> None:
         if self.closed:
             return
-        try:
-            self.h2.reset_stream(sid, code)
-        except h2.exceptions.H2Error:
-            return
+        self.core.reset_stream(sid, code)
         self.schedule_flush()
 
     def stream_released(self) -> None:
@@ -564,9 +548,9 @@ class H2UpstreamConnection(asyncio.Protocol):
             streams, self._to_pump = self._to_pump, []
             for stream in streams:
                 stream._pump()
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        data = self.core.data_to_send()
+        if data:
+            self.write(data)
 
     def schedule_flush(self) -> None:
         """The frames of one loop turn (HEADERS, DATA, END_STREAM of a unary call) leave in one write."""
@@ -578,17 +562,24 @@ class H2UpstreamConnection(asyncio.Protocol):
             self._to_pump.append(stream)
         self.schedule_flush()
 
+    def pump_now(self, stream: H2UpstreamStream) -> None:
+        if not self._to_pump or self._to_pump[-1] is not stream:
+            self._to_pump.append(stream)
+        self.flush()
+
     def _scheduled_flush(self) -> None:
         self._flush_handle = None
         self.flush()
 
     def close(self) -> None:
         if not self.closed:
+            self.flush_out()
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # activator.tls.TLSH2UpstreamPool
 class H2UpstreamPool:
     """h2c connections to one host:port, shared by concurrent streams (an UpstreamPool stand-in)."""
 

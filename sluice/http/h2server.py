@@ -11,8 +11,9 @@ the queue-proxy's and the activator's handlers, the breaker, the stats, the time
 `Forwarder` serve it unchanged; the Forwarder sends it upstream as h2c (§2.6 "upstream
 protocol mirrors downstream"; see h2client.py) and relays the response trailers (gRPC).
 
-This module imports the `h2` library; server.py imports it only when an HTTP/2 connection
-appears, so the HTTP/1.1 path never loads it.
+The protocol itself (frames, stream states, windows, HPACK) is h2conn.H2Core, compiled; this
+module is the glue between it and the Exchange surface. server.py imports it only when an
+HTTP/2 connection appears, so the HTTP/1.1 path never loads it.
 
 Flow control, per stream (RFC 9113 §5.2):
 - request body: DATA is acknowledged (WINDOW_UPDATE) only once the body sink took it; while
@@ -31,17 +32,28 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
-
-from .h2client import quiet_hpack
+from .h2conn import (
+    ENHANCE_YOUR_CALM,
+    INITIAL_WINDOW_SIZE,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PREFACE,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    H2ConnectionError,
+    H2Core,
+    H2Error,
+    goaway_frame,
+)
+from .h2conn import (
+    MAX_CONCURRENT_STREAMS as SETTINGS_MAX_CONCURRENT_STREAMS,
+)
+from .h2conn import (
+    MAX_HEADER_LIST_SIZE as SETTINGS_MAX_HEADER_LIST_SIZE,
+)
+from .h2hpack import memo_put
 from .h2limits import (
     CONTROL_BURST,
     CONTROL_RATE,
@@ -67,9 +79,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("sluice.http")
-quiet_hpack()
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
 PREFACE_REQUEST = PREFACE[:18]  # the part shaped like an HTTP/1.x request line
 
 # Go's http2.Server defaults: 250 concurrent streams, 1 MiB receive window per stream.
@@ -81,8 +91,6 @@ MAX_HEADER_LIST_SIZE = 1 << 20  # Go's DefaultMaxHeaderBytes, as for HTTP/1.1
 PREFACE_TIMEOUT = 10.0
 # Response bytes kept per stream beyond the client's window before the producer is paused.
 _OUT_HIGH_WATER = 64 * 1024
-# h2's internal stream cap once ours is advertised (see own_stream_cap): never reached.
-_H2_NO_STREAM_CAP = 2**31 - 1
 # Reasons this connection stops reading its socket (ServerConnection.block_read bits).
 _BLOCK_SLICE = 8  # received bytes still being processed in slices (h2limits.READ_SLICE)
 _BLOCK_OUTPUT = 16  # more than READ_PAUSE_BYTES of output waits in the socket buffer
@@ -110,37 +118,29 @@ def parse_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
         if name in _CONNECTION_SPECIFIC:
             continue
         out.append((name, line[colon + 1 :].strip()))
-    # Upstream response heads repeat (gRPC: the same content-type line every time): a small
-    # cache saves the parse on the relay path. Bounded; cleared when full.
-    if len(block) <= 512:
-        if len(_block_cache) >= 256:
-            _block_cache.clear()
-        _block_cache[block] = out
+    # Upstream response heads repeat (gRPC: the same content-type line every time).
+    memo_put(_block_cache, block, out, 512, 256)
     return out
 
 
 _block_cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
 
-def _settings(max_streams: int = MAX_CONCURRENT_STREAMS) -> h2.settings.Settings:
-    return h2.settings.Settings(
-        client=False,
-        initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
-        },
-    )
+# Advertised in our SETTINGS. The stream cap is enforced by `_on_request` as a stream error
+# (REFUSED_STREAM, RFC 9113 §5.1.2), whether or not the client has acknowledged the SETTINGS.
+_SETTINGS = {
+    SETTINGS_MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+    INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+    SETTINGS_MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+}
 
 
 def serve_prior_knowledge(sc: ServerConnection, data: bytes) -> None:
     """The first request on `sc` is the h2 preface: llhttp paused (or, for a malformed one,
-    failed) in `data`. Everything after the preface is HTTP/2; h2 checks the preface itself."""
+    failed) in `data`. Everything after the preface is HTTP/2; H2Core checks the preface itself."""
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
-    conn.h2.initiate_connection()
-    conn.own_stream_cap()
-    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    conn.core.initiate()
     conn.flush()
     conn.tunnel_write(_from_preface(data))
 
@@ -149,9 +149,7 @@ def serve_alpn_h2(sc: ServerConnection) -> None:
     """A TLS connection that negotiated `h2` by ALPN: HTTP/2 from its first byte."""
     conn = H2ServerConnection(sc)
     sc.take_over(conn)
-    conn.h2.initiate_connection()
-    conn.own_stream_cap()
-    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    conn.core.initiate()
     conn.flush()
 
 
@@ -166,7 +164,7 @@ def _from_preface(data: bytes) -> bytes:
     for cut in range(min(len(PREFACE) - 1, len(data)), 0, -1):
         if PREFACE.endswith(data[:cut]):
             return PREFACE + data[cut:]
-    # llhttp rejected what followed `PRI * HTTP/2.0`: a malformed preface, which h2 answers
+    # llhttp rejected what followed `PRI * HTTP/2.0`: a malformed preface, which H2Core answers
     # with GOAWAY(PROTOCOL_ERROR).
     at = data.find(PREFACE_REQUEST)
     return PREFACE_REQUEST + (data[at + len(PREFACE_REQUEST) :] if at >= 0 else data)
@@ -184,16 +182,14 @@ def serve_upgrade(sc: ServerConnection, ex: Exchange) -> bool:
         return False  # Go de-chunks and buffers it; rare enough to leave to the app
     conn = H2ServerConnection(sc)
     try:
-        conn.h2.initiate_upgrade_connection(settings)
-        conn.own_stream_cap()
-    except (h2.exceptions.H2Error, binascii.Error, ValueError):
+        conn.core.initiate_upgrade(settings)
+    except (H2Error, binascii.Error, ValueError):
         return False
     sc.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
     # llhttp hands an upgrade request's body over with the bytes after it, unparsed: the
     # first Content-Length bytes are stream 1's body, HTTP/2 follows.
     leftover, ex.upgrade_leftover = ex.upgrade_leftover, b""
     sc.take_over(conn)
-    conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
     conn.flush()
     headers = [(lname, name, value) for lname, name, value in ex.headers if lname not in _CONNECTION_SPECIFIC]
     host = ex.header(b"host")
@@ -211,7 +207,8 @@ def serve_upgrade(sc: ServerConnection, ex: Exchange) -> bool:
 
 
 class H2ServerConnection:
-    """One HTTP/2 connection: the h2 state machine, its streams, and the socket's writes."""
+    """One HTTP/2 connection: the protocol core (H2Core), its streams, and the socket's writes.
+    The core reports frames through the `h2_*` methods (h2conn.H2Events)."""
 
     def __init__(self, sc: ServerConnection) -> None:
         self.sc = sc
@@ -219,16 +216,7 @@ class H2ServerConnection:
         self.client_ip = sc.client_ip
         self.xff_line = sc.xff_line
         self.transport = sc.transport
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # The fields we send are built here (lower-cased names, no connection-specific
-            # ones): h2's per-field re-validation was a third of a relayed gRPC call's cost.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config)
-        self.h2.local_settings = _settings()
+        self.core = H2Core(self, client=False, settings=_SETTINGS, connection_window=CONNECTION_WINDOW)
         self.streams: dict[int, H2Stream] = {}
         self.last_stream_id = 0
         self.write_paused = False
@@ -244,14 +232,6 @@ class H2ServerConnection:
         loop = asyncio.get_running_loop()
         self._preface_timer: asyncio.TimerHandle | None = loop.call_later(PREFACE_TIMEOUT, self._preface_timeout)
 
-    def own_stream_cap(self) -> None:
-        """Called once our SETTINGS (advertising MAX_CONCURRENT_STREAMS) are queued. h2 treats
-        a stream over that cap as a connection error (TooManyStreamsError), which would kill
-        every stream of the connection; RFC 9113 §5.1.2 makes it a stream error. So h2's own
-        copy of the cap is lifted and `_on_request` refuses the excess streams one by one
-        (REFUSED_STREAM), whether or not the client has acknowledged our SETTINGS."""
-        self.h2.local_settings = _settings(max_streams=_H2_NO_STREAM_CAP)
-
     # ---- bytes in (the ServerConnection's tunnel slot) ----------------------
 
     def tunnel_write(self, data: bytes) -> None:
@@ -264,7 +244,7 @@ class H2ServerConnection:
         if len(data) <= READ_SLICE and not self._backlog:
             self._receive(data)
             return
-        # A big read is handed to h2 in slices, for at most READ_SLICE_TIME per loop iteration
+        # A big read is handed to the core in slices, for at most READ_SLICE_TIME per loop iteration
         # (reading paused meanwhile): a read full of tiny frames cannot hold the event loop
         # from other connections; a read of big DATA frames still goes through at once.
         self._backlog.extend(data[at : at + READ_SLICE] for at in range(0, len(data), READ_SLICE))
@@ -288,61 +268,69 @@ class H2ServerConnection:
             self.sc.unblock_read(_BLOCK_SLICE)
 
     def _receive(self, data: bytes) -> None:
-        h2c = self.h2
         try:
-            events = h2c.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            code = exc.error_code
-            if "continuation" in str(exc).lower():
-                # h2's FrameBuffer refuses a header block of more than 64 CONTINUATION
-                # frames (the 2024 CONTINUATION flood): that is abuse, not a mistake. h2 has
-                # queued its own GOAWAY(PROTOCOL_ERROR); ours replaces it.
-                self.h2.data_to_send()
+            self.core.receive(data)  # reports each frame to the h2_* methods below
+        except H2ConnectionError as exc:
+            if exc.error_code == ENHANCE_YOUR_CALM:
+                # A header block of more than 64 CONTINUATION frames (the 2024 CONTINUATION
+                # flood): abuse, not a mistake.
                 self._enhance_your_calm(str(exc))
-                return
-            self._connection_error(code, str(exc))
+            else:
+                self._connection_error(exc.error_code, str(exc))
             return
-        for event in events:
-            kind = type(event)
-            if kind is h2.events.DataReceived:
-                ev_data = cast(h2.events.DataReceived, event)
-                self._on_data(ev_data.stream_id or 0, ev_data.data or b"", ev_data.flow_controlled_length or 0)
-            elif kind is h2.events.RequestReceived:
-                if not self._on_request(cast(h2.events.RequestReceived, event)):
-                    self._enhance_your_calm("too many streams refused")
-                    return
-            elif kind is h2.events.StreamEnded:
-                stream = self.streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
-                if stream is not None:
-                    stream._on_end()
-            elif kind is h2.events.WindowUpdated:
-                self._on_window(cast(h2.events.WindowUpdated, event).stream_id or 0)
-            elif kind is h2.events.StreamReset:
-                if not self._on_reset(cast(h2.events.StreamReset, event).stream_id or 0):
-                    self._enhance_your_calm("too many streams cancelled (rapid reset)")
-                    return
-            elif kind is h2.events.RemoteSettingsChanged:
-                if not self._controls.spend():
-                    self._enhance_your_calm("too many SETTINGS frames")
-                    return
-                self._on_settings()
-            elif kind is h2.events.PingReceived:
-                # h2 queues the ACK itself; a flood of them is bounded here and by
-                # READ_PAUSE_BYTES (Go: maxQueuedControlFrames).
-                if not self._controls.spend():
-                    self._enhance_your_calm("too many PING frames")
-                    return
-            elif kind is h2.events.ConnectionTerminated:
-                # The client sends no more streams; the open ones finish, then we close.
-                self.goaway_sent = True
-                if not self.streams:
-                    self.flush()
-                    self.close()
-                    return
-            # TrailersReceived (request trailers) are not relayed upstream, like the
-            # request-side trailers of HTTP/1.1; pings are answered by h2 itself.
-        self._check_frame_size()
-        self.flush()
+        if not self.closed:
+            self.flush()
+
+    # ---- frames, as H2Core reports them (h2conn.H2Events) -------------------
+
+    def h2_headers(self, stream_id: int, fields: list[tuple[bytes, bytes]], kind: int, end_stream: bool) -> None:
+        if kind == 0:
+            if not self._on_request(stream_id, fields, end_stream):
+                self._enhance_your_calm("too many streams refused")
+            return
+        # Request trailers end the body; like HTTP/1.1's, they are not relayed upstream.
+        if end_stream:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream._on_end()
+
+    def h2_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # A stream we finished (or reset) while the client was still sending: keep the
+            # connection window open.
+            self.ack(flow_len, stream_id)
+            return
+        stream._on_data(data, flow_len)
+        if end_stream:
+            stream._on_end()
+
+    def h2_reset(self, stream_id: int, error_code: int) -> None:
+        if not self._on_reset(stream_id):
+            self._enhance_your_calm("too many streams cancelled (rapid reset)")
+
+    def h2_window(self, stream_id: int) -> None:
+        self._on_window(stream_id)
+
+    def h2_settings(self) -> None:
+        if not self._controls.spend():
+            self._enhance_your_calm("too many SETTINGS frames")
+            return
+        self._on_settings()
+
+    def h2_ping(self) -> None:
+        # The core queues the ACK; a flood of them is bounded here and by READ_PAUSE_BYTES
+        # (Go: maxQueuedControlFrames).
+        if not self._controls.spend():
+            self._enhance_your_calm("too many PING frames")
+
+    def h2_goaway(self, last_stream_id: int, error_code: int) -> None:
+        # The client sends no more streams; the open ones finish, then we close.
+        self.goaway_sent = True
+        if not self.streams:
+            self.flush()
+            self.close()
+            self.core.closed = True
 
     def _upgrade_body(self, data: bytes) -> bytes:
         """The HTTP/1.1 body of an `Upgrade: h2c` request, which precedes the HTTP/2 bytes."""
@@ -356,16 +344,10 @@ class H2ServerConnection:
         self.flush()
         return data[len(take) :]
 
-    def _check_frame_size(self) -> None:
-        # h2 checks a frame's length only once the whole frame is buffered: a peer announcing
-        # a 16 MiB frame would make us buffer it. Peek at the header of a partial frame.
-        pending = getattr(self.h2.incoming_buffer, "_data", b"")
-        if len(pending) >= 9 and int.from_bytes(pending[:3], "big") > self.h2.max_inbound_frame_size:
-            self._connection_error(ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
-
     def tunnel_eof(self) -> None:
         """The socket closed: every open stream's client is gone."""
         self.closed = True
+        self.core.closed = True  # no more frames reported, even mid-read
         self._backlog.clear()
         if self._slice_handle is not None:
             self._slice_handle.cancel()
@@ -393,24 +375,24 @@ class H2ServerConnection:
 
     # ---- events -------------------------------------------------------------
 
-    def _on_request(self, event: h2.events.RequestReceived) -> bool:
+    def _on_request(self, sid: int, fields: list[tuple[bytes, bytes]], end_stream: bool) -> bool:
         """Opens and dispatches the stream; False when the client is over its reset budget."""
-        sid = event.stream_id or 0
         if self.goaway_sent and sid > self.last_stream_id:
             # Opened after our GOAWAY crossed it: never processed, safe for the client to retry.
-            self._reset(sid, ErrorCodes.REFUSED_STREAM)
+            self._reset(sid, REFUSED_STREAM)
             return True
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
-            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here as a stream error (see
-            # own_stream_cap). Refused streams were never processed (RFC 9113 §8.7), so the
-            # client may retry them; they count against the reset budget.
-            self._reset(sid, ErrorCodes.REFUSED_STREAM)
+            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here as a stream error (RFC 9113
+            # §5.1.2), not a connection error that would kill every stream. Refused streams
+            # were never processed (§8.7), so the client may retry them; they count against
+            # the reset budget.
+            self._reset(sid, REFUSED_STREAM)
             return self._resets.spend()
         self.last_stream_id = sid
         method = url = authority = b""
         headers: list[Header] = []
         host_header: bytes | None = None
-        for name_b, value_b in event.headers or ():
+        for name_b, value_b in fields:
             if name_b[:1] == b":":
                 if name_b == b":method":
                     method = value_b
@@ -430,7 +412,7 @@ class H2ServerConnection:
             headers.insert(0, (b"host", b"host", host))
         if method == b"CONNECT" and not url:
             url = authority
-        stream = self.open_stream(sid, method, url, headers, has_body=event.stream_ended is None)
+        stream = self.open_stream(sid, method, url, headers, has_body=not end_stream)
         self.dispatch(stream)
         return True
 
@@ -517,7 +499,7 @@ class H2ServerConnection:
         if handle is not None:
             handle.cancel()
             self._flush_handle = None
-        data = self.h2.data_to_send()
+        data = self.core.data_to_send()
         if data:
             self.sc.write(data)
             transport = self.transport
@@ -541,17 +523,11 @@ class H2ServerConnection:
     def ack(self, flow_len: int, sid: int) -> None:
         if flow_len <= 0 or self.closed:
             return
-        try:
-            # h2 still credits the connection window when the stream is already closed.
-            self.h2.acknowledge_received_data(flow_len, sid)
-        except h2.exceptions.H2Error:
-            pass
+        # The core still credits the connection window when the stream is already closed.
+        self.core.ack(flow_len, sid)
 
-    def _reset(self, sid: int, code: ErrorCodes) -> None:
-        try:
-            self.h2.reset_stream(sid, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            pass
+    def _reset(self, sid: int, code: int) -> None:
+        self.core.reset_stream(sid, code)
         self.schedule_flush()
 
     def stream_finished(self, stream: H2Stream) -> None:
@@ -575,28 +551,20 @@ class H2ServerConnection:
         of Go's `Server.Shutdown` (CONTRACT.md §2.11): the open streams run to completion, new
         ones are refused, and the connection closes once none is left.
 
-        Written as a raw frame: h2's `close_connection()` would put its state machine in
-        CLOSED, which refuses the frames of the streams still running."""
+        The streams still running go on sending their frames."""
         if self.goaway_sent or self.closed:
             return
         self.goaway_sent = True
         self.flush()
-        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.NO_ERROR)
-        self.sc.write(frame.serialize())
+        self.sc.write(goaway_frame(self.last_stream_id, NO_ERROR))
         self._maybe_close()
 
     def _connection_error(self, code: int, detail: str) -> None:
         """A connection error (RFC 9113 §5.4.1): GOAWAY with its code, then close. Malformed
         prefaces and frames end here, never in a hang."""
         log.debug("h2 connection error %s: %s", code, detail)
-        try:
-            self.h2.close_connection(error_code=code, last_stream_id=self.last_stream_id)
-            data = self.h2.data_to_send()
-        except h2.exceptions.H2Error:
-            frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=code)
-            data = frame.serialize()
-        if data:
-            self.sc.write(data)
+        self.core.goaway(code, self.last_stream_id)
+        self.sc.write(self.core.data_to_send())
         self.close()
         self.tunnel_eof()
 
@@ -611,15 +579,14 @@ class H2ServerConnection:
         )
         self.goaway_sent = True
         self.flush()
-        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.ENHANCE_YOUR_CALM)
-        self.sc.write(frame.serialize())
+        self.sc.write(goaway_frame(self.last_stream_id, ENHANCE_YOUR_CALM))
         self.tunnel_eof()
         self.sc.linger_close(_ABUSE_LINGER, abusive=True)
 
     def _preface_timeout(self) -> None:
         self._preface_timer = None
         if not self.closed:
-            self._connection_error(ErrorCodes.PROTOCOL_ERROR, "client preface timeout")
+            self._connection_error(PROTOCOL_ERROR, "client preface timeout")
 
     def _cancel_preface_timer(self) -> None:
         if self._preface_timer is not None:
@@ -827,8 +794,8 @@ class H2Stream:
             return
         fields = [(b":status", b"%d" % status), *parse_header_block(header_block)]
         try:
-            self.conn.h2.send_headers(self.stream_id, fields)
-        except h2.exceptions.H2Error:
+            self.conn.core.send_headers(self.stream_id, fields)
+        except H2Error:
             return
         self.conn.schedule_flush()
 
@@ -887,8 +854,8 @@ class H2Stream:
         if head is None or self.closed:
             return
         try:
-            self.conn.h2.send_headers(self.stream_id, head, end_stream=end_stream)
-        except h2.exceptions.H2Error as exc:
+            self.conn.core.send_headers(self.stream_id, head, end_stream=end_stream)
+        except H2Error as exc:
             self._stream_failed(exc)
 
     def write(self, data: bytes) -> None:
@@ -939,11 +906,11 @@ class H2Stream:
         self.out.clear()
         if not self.closed:
             self.closed = True
-            self.conn._reset(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+            self.conn._reset(self.stream_id, INTERNAL_ERROR)
         self.conn.stream_finished(self)
 
     def upgrade_to_tunnel(self, head: bytes, peer: TunnelPeer) -> None:
-        # HTTP/2 requests never carry `upgrade` (h2 rejects the header); nothing to tunnel.
+        # HTTP/2 requests never carry `upgrade` (H2Core rejects the header); nothing to tunnel.
         self.abort()
 
     # ---- flow control -------------------------------------------------------
@@ -952,7 +919,7 @@ class H2Stream:
         """Sends buffered DATA as far as the windows allow, then END_STREAM when asked."""
         if self.closed:
             return
-        h2c = self.conn.h2
+        core = self.conn.core
         sid = self.stream_id
         out = self.out
         try:
@@ -963,31 +930,31 @@ class H2Stream:
                     self._sent_end()
                     return
             while out:
-                window = h2c.local_flow_control_window(sid)
+                window = core.window(sid)
                 if window <= 0:
                     break
-                size = min(window, h2c.max_outbound_frame_size)
+                size = min(window, core.max_outbound_frame_size)
                 chunk = out[0]
                 if len(chunk) <= size:
                     out.popleft()
                     self._out_bytes -= len(chunk)
                     last = not out and self._end_pending and self._trailers is None
-                    h2c.send_data(sid, chunk, end_stream=last)
+                    core.send_data(sid, chunk, end_stream=last)
                     if last:
                         self._sent_end()
                         return
                 else:
                     out[0] = chunk[size:]
                     self._out_bytes -= size
-                    h2c.send_data(sid, chunk[:size])
+                    core.send_data(sid, chunk[:size])
             if not out and self._end_pending:
                 if self._trailers is not None:
-                    h2c.send_headers(sid, self._trailers, end_stream=True)
+                    core.send_headers(sid, self._trailers, end_stream=True)
                 else:
-                    h2c.end_stream(sid)
+                    core.end_stream(sid)
                 self._sent_end()
                 return
-        except h2.exceptions.H2Error as exc:
+        except H2Error as exc:
             self._stream_failed(exc)
             return
         self._update_producer()
@@ -997,7 +964,7 @@ class H2Stream:
         if not self.body_done:
             # The response is complete but the client is still sending: stop it (Go's server
             # does the same once a handler has returned).
-            self.conn._reset(self.stream_id, ErrorCodes.NO_ERROR)
+            self.conn._reset(self.stream_id, NO_ERROR)
         self._update_producer()
         self.conn.stream_finished(self)
 

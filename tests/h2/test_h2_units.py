@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from sluice.http.h2client import H2StreamReset, request_fields
-from sluice.http.h2server import PREFACE, _from_preface, parse_header_block
+from sluice.http.h2conn import PREFACE
+from sluice.http.h2server import _from_preface, parse_header_block
 from tests.support import ROOT
 
 FRAMES = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -62,6 +63,17 @@ def test_stream_reset_text_is_gos() -> None:
 def test_the_http1_path_does_not_load_h2() -> None:
     code = (
         "import sys, proxy.__main__, sluice.http.forward;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('h2', 'hpack', 'hyperframe')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_http2_path_does_not_load_the_h2_libraries() -> None:
+    # h2conn/h2hpack replaced h2, hpack and hyperframe on the proxy path (they stay for tests
+    # and for the readiness probe's gRPC health check).
+    code = (
+        "import sys, proxy.__main__, sluice.http.h2server, sluice.http.h2client;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('h2', 'hpack', 'hyperframe')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -209,7 +209,7 @@ def test_demo_runs_in_a_clone(clone: Path, installed: Installed, tmp_path: Path)
     finally:
         left = run.wait_no_survivors()  # checked after the output, which says more on a failure
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    assert "native hot path: up to date (12 modules, mypyc)" in done.stdout, done.stdout
+    assert f"native hot path: up to date ({len(hatch_build.NATIVE_MODULES)} modules, mypyc)" in done.stdout, done.stdout
     # The tools to rebuild after an edit are there (the demo's extras alone lack them).
     tools = "import mypy.version, setuptools; print(mypy.version.__version__, setuptools.__version__)"
     versions = _run([str(demo / ".venv/bin/python"), "-c", tools], timeout=60).stdout.split()
