@@ -579,7 +579,7 @@ class H2UpstreamConnection(OutboxWriter, asyncio.Protocol):
                 self.transport.close()
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # activator.tls.TLSH2UpstreamPool
+@mypyc_attr(allow_interpreted_subclasses=True)  # activator.tls_h2.TLSH2UpstreamPool
 class H2UpstreamPool:
     """h2c connections to one host:port, shared by concurrent streams (an UpstreamPool stand-in)."""
 
