@@ -176,7 +176,8 @@ async def test_burst_panics_and_scales_up_fast(cluster: Cluster) -> None:
 
     await until(scaled_up, timeout=6, what="panic scale-up")
     scaler = app.multiscaler._runners[f"{NS}/burst"].scaler
-    assert scaler.panicking
+    # (Failed once in a CI run under load, not reproduced since: say what the decider saw.)
+    assert scaler.panicking, (scaler.gauges, scaler.last, app.multiscaler.get(NS, "burst"))
     pa = await cluster.pa("burst")
     assert pa["status"]["desiredScale"] == await cluster.replicas("burst")
     # Burst capacity is short: the activator goes back into the path.
