@@ -43,6 +43,17 @@ def _open_fds() -> int:
         return 0
 
 
+# (name, key of gc.get_stats(), unit, description): one series per generation each.
+_GC_COUNTERS = (
+    ("cpython.gc.collections", "collections", "{collection}",
+     "The number of times a generation was collected since interpreter start."),
+    ("cpython.gc.collected_objects", "collected", "{object}",
+     "The total number of objects collected inside a generation since interpreter start."),
+    ("cpython.gc.uncollectable_objects", "uncollectable", "{object}",
+     "The total number of objects which were found to be uncollectable inside a generation."),
+)  # fmt: skip
+
+
 def register_runtime_metrics(meter: Meter) -> None:
     from opentelemetry.metrics import Observation
 
@@ -89,21 +100,5 @@ def register_runtime_metrics(meter: Meter) -> None:
         unit="{file_descriptor}",
         description="Number of file descriptors in use by the process.",
     )
-    meter.create_observable_counter(
-        "cpython.gc.collections",
-        callbacks=[gc_stat("collections")],
-        unit="{collection}",
-        description="The number of times a generation was collected since interpreter start.",
-    )
-    meter.create_observable_counter(
-        "cpython.gc.collected_objects",
-        callbacks=[gc_stat("collected")],
-        unit="{object}",
-        description="The total number of objects collected inside a generation since interpreter start.",
-    )
-    meter.create_observable_counter(
-        "cpython.gc.uncollectable_objects",
-        callbacks=[gc_stat("uncollectable")],
-        unit="{object}",
-        description="The total number of objects which were found to be uncollectable inside a generation.",
-    )
+    for name, key, unit, description in _GC_COUNTERS:
+        meter.create_observable_counter(name, callbacks=[gc_stat(key)], unit=unit, description=description)
