@@ -296,25 +296,6 @@ def _h2_frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream.to_bytes(4, "big") + payload
 
 
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _hpack_literal(name: str, value: str) -> bytes:
-    # "Literal Header Field without Indexing — New Name" (RFC 7541 §6.2.2), raw strings.
-    n, v = name.encode(), value.encode()
-    return b"\x00" + _hpack_int(len(n), 7) + n + _hpack_int(len(v), 7) + v
-
-
 def _varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
@@ -361,14 +342,18 @@ def _health_status(message: bytes) -> int:
 
 def grpc_request_bytes(probe: Probe) -> bytes:
     """Everything the client sends for one Health/Check call (exposed for byte-level tests)."""
-    block = (
-        b"\x83"  # :method POST (static table 3)
-        + b"\x86"  # :scheme http (static table 6)
-        + _hpack_literal(":path", "/grpc.health.v1.Health/Check")
-        + _hpack_literal(":authority", _join_host_port(probe.host, probe.port))
-        + _hpack_literal("content-type", "application/grpc")
-        + _hpack_literal("te", "trailers")
-        + _hpack_literal("user-agent", KUBE_PROBE_USER_AGENT)
+    from sluice.http.h2hpack import Encoder  # the engine's HPACK, loaded only for gRPC probes
+
+    block = Encoder().encode(
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/grpc.health.v1.Health/Check"),
+            (b":authority", _join_host_port(probe.host, probe.port).encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", KUBE_PROBE_USER_AGENT.encode()),
+        ]
     )
     service = probe.grpc_service.encode()
     msg = b"\x0a" + _varint(len(service)) + service if service else b""
@@ -435,19 +420,19 @@ async def grpc_attempt(probe: Probe) -> None:
 
 async def h2c_http_attempt(probe: Probe) -> None:
     """The HTTP probe over prior-knowledge h2c (ENABLE_HTTP2_AUTO_DETECTION, §2.5). Raises
-    unless the status is 200-399. HPACK comes from the `hpack` package (part of `h2`),
-    imported only here so a default pod never loads it."""
-    from hpack import Decoder, Encoder
+    unless the status is 200-399. HPACK is the engine's (`sluice.http.h2hpack`), imported only
+    here so a default pod never loads it."""
+    from sluice.http.h2hpack import Decoder, Encoder
 
     headers = [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":path", _request_target(probe.path)),
-        (":authority", _join_host_port(probe.host, probe.port)),
-        ("user-agent", KUBE_PROBE_USER_AGENT),
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":path", _request_target(probe.path).encode()),
+        (b":authority", _join_host_port(probe.host, probe.port).encode()),
+        (b"user-agent", KUBE_PROBE_USER_AGENT.encode()),
     ]
     skip = ("host", "user-agent", "connection")
-    headers += [(n.lower(), v) for n, v in probe.http_headers if n.lower() not in skip]
+    headers += [(n.lower().encode(), v.encode()) for n, v in probe.http_headers if n.lower() not in skip]
     reader, writer = await asyncio.open_connection(probe.host, probe.port)
     try:
         writer.write(
@@ -461,9 +446,8 @@ async def h2c_http_attempt(probe: Probe) -> None:
             if ftype in (_HEADERS, _CONTINUATION):
                 block += payload
                 if flags & _END_HEADERS:
-                    # hpack's stubs say bytes; it returns str unless asked for raw bytes.
-                    fields: list[tuple[Any, Any]] = list(Decoder().decode(bytes(block)))
-                    code = int(next((v for k, v in fields if k in (":status", b":status")), 0))
+                    fields = Decoder().decode(bytes(block))
+                    code = int(next((v for k, v in fields if k == b":status"), b"0"))
                     if 100 <= code < 200:  # an interim response: the final one follows
                         block.clear()
                         continue
