@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_CONFIG = ROOT.parent / "shared" / "knative" / "config"
+# Copies of the stock Knative manifests the renders are compared with (tests/charts/knative/NOTICE):
+# a clone without ../shared runs these tests too; test_stock_copies.py checks them for drift.
+STOCK_CONFIG = Path(__file__).resolve().parent / "knative"
 CHART = ROOT / "charts" / "sluice"
 HELM = ROOT / "tools" / "helm"
 KUBECTL = ROOT / "tools" / "kubectl"
@@ -32,7 +34,7 @@ KUBE_VERSION = "1.30.0"
 # kubernetes-validate has no schema for them (it would only warn), so they are checked against the CRD's
 # openAPIV3Schema instead (crd_errors below).
 CRD_KINDS: dict[tuple[str, str], Path] = {
-    ("caching.internal.knative.dev/v1alpha1", "Image"): SHARED_CONFIG / "300-imagecache.yaml",
+    ("caching.internal.knative.dev/v1alpha1", "Image"): STOCK_CONFIG / "300-imagecache.yaml",
 }
 
 Obj = dict[str, Any]
@@ -100,8 +102,8 @@ def find(objs: Iterable[Obj], kind: str, name: str) -> Obj:
 
 
 def stock(relative: str, kind: str, name: str) -> Obj:
-    """An object from the stock Knative manifests in ../shared/knative/config."""
-    return find(docs((SHARED_CONFIG / relative).read_text()), kind, name)
+    """An object from the stock Knative manifests (tests/charts/knative, copied from ../shared)."""
+    return find(docs((STOCK_CONFIG / relative).read_text()), kind, name)
 
 
 def validate(objs: list[Obj], tmp: Path) -> None:
