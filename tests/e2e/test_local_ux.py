@@ -129,8 +129,13 @@ def test_tags_by_path_and_kn_views(local: Local, tmp_path: Path) -> None:
         {"latestRevision": True, "percent": 50, "tag": "v2"},
     ]
     local.apply(_app(tmp_path, name, revision=f"{name}-two", env={"X": "2"}, traffic=traffic))
+    # `latestRevision: true` follows the latest *ready* revision, so v2 names ux-tags-one in the
+    # Route's status until ux-tags-two is ready (as in Knative): wait for the split it converges to.
+    want = {"v1": f"{name}-one", "v2": f"{name}-two"}
     local.wait_for(
-        "split", lambda: len([t for t in (local.service(name) or {}).get("traffic", []) if t.get("tag")]) == 2, 60
+        "split",
+        lambda: {t.get("tag"): t.get("revisionName") for t in (local.service(name) or {}).get("traffic", [])} == want,
+        60,
     )
     local.wait_for("pods", lambda: all(r["ready_pods"] for r in (local.service(name) or {})["revisions"]), 60)
 
